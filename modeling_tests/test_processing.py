@@ -1,0 +1,438 @@
+"""SCL image, video and text processing (spec §1.2 transforms and frame sampling, §1.3 text length)."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import tiny_config
+from media import VIDEO_NUM_FRAMES, require_sample_video, sample_image
+from transformers import AutoImageProcessor, AutoProcessor, AutoVideoProcessor
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from transformers_scl import SCLConfig, SCLModel
+from transformers_scl.image_processing_pil_scl import SCLImageProcessorPil
+from transformers_scl.image_processing_scl import SCLImageProcessor
+from transformers_scl.processing_scl import SCLProcessor
+from transformers_scl.video_processing_scl import SCLVideoProcessor, _decode_frames, _VideoSource, sample_frame_indices
+
+# What `transformers_scl/__init__.py` registers; repeated so these tests do not depend on it. Loading a saved SCL
+# processor with the local classes (no `trust_remote_code`) needs these registrations.
+AutoImageProcessor.register(
+    SCLConfig, image_processor_classes={"torchvision": SCLImageProcessor, "pil": SCLImageProcessorPil}, exist_ok=True
+)
+AutoVideoProcessor.register(SCLConfig, video_processor_class=SCLVideoProcessor, exist_ok=True)
+AutoProcessor.register(SCLConfig, SCLProcessor, exist_ok=True)
+
+MEAN = torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1)
+STD = torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1)
+# One uint8 level after normalization, in the channel where it is largest.
+ONE_LEVEL = 1 / (255 * min(OPENAI_CLIP_STD))
+
+
+def write_index_coded_video(path, num_frames: int = 20, codec: str = "ffv1") -> str:
+    """Write a 32x32 video whose frame i is uniformly gray at level 10 * i, so a decoded frame tells its index."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv444p" if codec == "ffv1" else "yuv420p"
+        for index in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * index, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return str(path)
+
+
+def decoded_frame_indices(video_processor, video, **kwargs) -> list[int]:
+    """Run the processor without resize/rescale/normalize and read each output frame's index from its gray level."""
+    pixels = video_processor(
+        video, do_resize=False, do_rescale=False, do_normalize=False, return_tensors="pt", **kwargs
+    ).pixel_values_videos
+    return (pixels.float().mean(dim=(2, 3, 4)) / 10).round().long().flatten().tolist()
+
+
+@pytest.fixture(scope="module")
+def coded_video(tmp_path_factory):
+    # Matroska stores no frame count, so this also covers counting frames from packets.
+    return write_index_coded_video(tmp_path_factory.mktemp("video") / "coded.mkv")
+
+
+@pytest.fixture
+def processor(tokenizer):
+    return SCLProcessor(SCLImageProcessor(size=32), SCLVideoProcessor(size=32), tokenizer)
+
+
+@pytest.fixture(params=[SCLImageProcessor, SCLImageProcessorPil], ids=["torchvision", "pil"])
+def image_processor(request):
+    return request.param()
+
+
+# ----------------------------------------------------------------------------------------------- image processors
+
+
+def test_image_is_resized_to_an_exact_square_ignoring_aspect_ratio(image_processor):
+    photo = sample_image("chelsea")  # 451 x 300, not square
+    assert image_processor(photo, return_tensors="pt").pixel_values.shape == (1, 3, 288, 288)
+    assert image_processor(photo, size=384, return_tensors="pt").pixel_values.shape == (1, 3, 384, 384)
+
+
+def test_image_is_rescaled_and_normalized_with_clip_mean_and_std(image_processor):
+    color = (255, 0, 128)
+    pixels = image_processor(PIL.Image.new("RGB", (40, 30), color), return_tensors="pt").pixel_values[0]
+    expected = (torch.tensor(color, dtype=torch.float32).view(3, 1, 1) / 255 - MEAN) / STD
+    torch.testing.assert_close(pixels, expected.expand(3, 288, 288), atol=1e-5, rtol=0)
+
+
+def test_torchvision_and_pil_backends_agree_on_a_real_photo():
+    photo = sample_image("chelsea")
+    torchvision_pixels = SCLImageProcessor()(photo, return_tensors="pt").pixel_values
+    pil_pixels = SCLImageProcessorPil()(photo, return_tensors="pt").pixel_values
+    difference = (torchvision_pixels - pil_pixels).abs()
+    # Both resize the uint8 image with antialiased bicubic filters and round back to uint8 before rescaling, so they
+    # can differ by at most one uint8 level where the two filter implementations round differently, and rarely.
+    assert difference.max() <= ONE_LEVEL * 1.001
+    assert difference.mean() < 1e-3
+
+
+def test_image_file_path_gives_the_same_pixels_as_the_decoded_image(image_processor, tmp_path):
+    photo = sample_image("astronaut")
+    photo.save(tmp_path / "astronaut.png")
+    from_path = image_processor(str(tmp_path / "astronaut.png"), size=64, return_tensors="pt").pixel_values
+    from_image = image_processor(photo, size=64, return_tensors="pt").pixel_values
+    torch.testing.assert_close(from_path, from_image, atol=0, rtol=0)
+
+
+def test_grayscale_and_rgba_images_are_converted_to_rgb(image_processor):
+    gray = np.full((20, 30), 100, np.uint8)
+    opaque_rgba = PIL.Image.new("RGBA", (30, 20), (100, 100, 100, 255))
+    outputs = image_processor([gray, gray[..., None], opaque_rgba], size=32, return_tensors="pt").pixel_values
+    assert outputs.shape == (3, 3, 32, 32)
+    expected = ((torch.full((3, 1, 1), 100 / 255) - MEAN) / STD).expand(3, 32, 32)
+    for pixels in outputs:
+        torch.testing.assert_close(pixels, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 5), (32, 32, 2)])
+def test_image_with_a_wrong_channel_count_is_rejected_by_name(image_processor, shape):
+    images = [np.zeros((32, 32, 3), np.uint8), np.zeros(shape, np.uint8)]
+    with pytest.raises(ValueError, match=rf"images\[1\] has shape \({shape[0]}, {shape[1]}, {shape[2]}\)"):
+        image_processor(images)
+
+
+def test_corrupt_image_file_is_rejected_naming_the_file(image_processor, tmp_path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(ValueError, match="Cannot read image file .*corrupt.png"):
+        image_processor(str(corrupt))
+
+
+def test_truncated_image_file_is_rejected_naming_the_file(image_processor, tmp_path):
+    sample_image("astronaut").save(tmp_path / "full.png")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((tmp_path / "full.png").read_bytes()[:5000])
+    with pytest.raises(ValueError, match="Cannot read image file .*truncated.png.*truncated"):
+        image_processor(str(truncated))
+
+
+def test_missing_image_file_is_rejected_naming_the_file(image_processor, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        image_processor(str(tmp_path / "missing.jpg"))
+
+
+def test_non_image_input_is_rejected_by_name(image_processor):
+    with pytest.raises(TypeError, match=r"images\[1\] must be a PIL image.*got NoneType"):
+        image_processor([sample_image(), None])
+
+
+def test_shortest_edge_size_is_rejected_because_scl_resizes_to_a_square(image_processor):
+    with pytest.raises(ValueError, match="exact size"):
+        image_processor(sample_image(), size={"shortest_edge": 224})
+
+
+# ----------------------------------------------------------------------------------------------- frame sampling
+
+
+def test_uniform_sampling_takes_rounded_linspace_indices():
+    np.testing.assert_array_equal(sample_frame_indices(VIDEO_NUM_FRAMES, 4), [0, 90, 179, 269])
+    np.testing.assert_array_equal(sample_frame_indices(20, 8), [0, 3, 5, 8, 11, 14, 16, 19])
+
+
+def test_random_sampling_draws_one_frame_from_each_equal_segment():
+    total, num_frames = 22, 4  # segments [0, 5), [5, 11), [11, 16), [16, 22)
+    draws = np.stack([sample_frame_indices(total, num_frames, "random") for _ in range(400)])
+    for segment, (low, high) in enumerate([(0, 5), (5, 11), (11, 16), (16, 22)]):
+        assert set(draws[:, segment].tolist()) == set(range(low, high))
+
+
+def test_random_sampling_is_reproducible_with_a_generator():
+    first = sample_frame_indices(270, 4, "random", generator=torch.Generator().manual_seed(3))
+    second = sample_frame_indices(270, 4, "random", generator=torch.Generator().manual_seed(3))
+    other = sample_frame_indices(270, 4, "random", generator=torch.Generator().manual_seed(4))
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_video_shorter_than_num_frames_repeats_frames():
+    np.testing.assert_array_equal(sample_frame_indices(3, 4, "uniform"), [0, 1, 1, 2])
+    np.testing.assert_array_equal(sample_frame_indices(3, 4, "random"), [0, 0, 1, 2])
+    np.testing.assert_array_equal(sample_frame_indices(1, 4, "random"), [0, 0, 0, 0])
+
+
+# ----------------------------------------------------------------------------------------------- video processor
+
+
+@pytest.mark.parametrize("container, codec", [("mkv", "ffv1"), ("avi", "mpeg4")])
+def test_uniform_sampling_decodes_the_linspace_frames(tmp_path, container, codec):
+    video = write_index_coded_video(tmp_path / f"coded.{container}", codec=codec)
+    indices = decoded_frame_indices(SCLVideoProcessor(), video, num_frames=8)
+    assert indices == [0, 3, 5, 8, 11, 14, 16, 19]
+
+
+def test_random_sampling_decodes_one_frame_per_segment_reproducibly(coded_video):
+    video_processor = SCLVideoProcessor(frame_sampling="random")
+    drawn = [decoded_frame_indices(video_processor, coded_video, seed=seed) for seed in range(6)]
+    for indices in drawn:  # 20 frames, 4 segments of 5 frames
+        assert [index // 5 for index in indices] == [0, 1, 2, 3]
+    assert drawn[0] == decoded_frame_indices(video_processor, coded_video, seed=0)
+    assert len({tuple(indices) for indices in drawn}) > 1
+
+
+def test_random_sampling_draws_differently_for_each_video_of_a_batch(coded_video):
+    indices = decoded_frame_indices(SCLVideoProcessor(), [coded_video] * 4, frame_sampling="random", seed=0)
+    clips = [tuple(indices[start : start + 4]) for start in range(0, 16, 4)]
+    assert len(set(clips)) > 1
+
+
+def test_metadata_reports_the_sampled_indices(coded_video):
+    outputs = SCLVideoProcessor()(coded_video, num_frames=3, return_metadata=True)
+    (metadata,) = outputs["video_metadata"]
+    assert metadata.total_num_frames == 20
+    assert list(metadata.frames_indices) == [0, 10, 19]
+
+
+def test_decoding_stops_after_the_last_wanted_frame(coded_video):
+    frames, frames_seen = _decode_frames(_VideoSource(coded_video, "coded"), np.array([2, 5, 5]))
+    assert frames_seen == 6
+    assert frames.shape == (3, 32, 32, 3)
+    assert (frames.reshape(3, -1).mean(axis=1) / 10).round().tolist() == [2, 5, 5]
+
+
+def test_real_video_gives_num_frames_square_frames():
+    video = require_sample_video()
+    pixels = SCLVideoProcessor()(video, return_tensors="pt").pixel_values_videos
+    assert pixels.shape == (1, 4, 3, 288, 288)
+    pixels = SCLVideoProcessor(size=64, num_frames=8)([video, video], return_tensors="pt").pixel_values_videos
+    assert pixels.shape == (2, 8, 3, 64, 64)
+
+
+def test_video_from_a_file_object_equals_video_from_its_path():
+    video = require_sample_video()
+    video_processor = SCLVideoProcessor(size=32)
+    from_path = video_processor(video, return_tensors="pt").pixel_values_videos
+    with open(video, "rb") as file:
+        from_file = video_processor(file, return_tensors="pt").pixel_values_videos
+    from_bytes = video_processor(io.BytesIO(open(video, "rb").read()), return_tensors="pt").pixel_values_videos
+    torch.testing.assert_close(from_file, from_path, atol=0, rtol=0)
+    torch.testing.assert_close(from_bytes, from_path, atol=0, rtol=0)
+
+
+def test_every_frame_gets_exactly_the_image_transform():
+    frames = np.random.default_rng(0).integers(0, 256, (5, 40, 60, 3), dtype=np.uint8)
+    video_pixels = SCLVideoProcessor()(frames, num_frames=5, return_tensors="pt").pixel_values_videos[0]
+    image_pixels = SCLImageProcessor()(list(frames), return_tensors="pt").pixel_values
+    torch.testing.assert_close(video_pixels, image_pixels, atol=1e-6, rtol=0)
+
+
+def test_decoded_frames_are_accepted_as_pil_list_numpy_or_tensor():
+    frames = np.random.default_rng(0).integers(0, 256, (6, 24, 36, 3), dtype=np.uint8)
+    video_processor = SCLVideoProcessor(size=32)
+    expected = video_processor(frames, return_tensors="pt").pixel_values_videos
+    as_pil = [PIL.Image.fromarray(frame) for frame in frames]
+    as_channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    for video in (as_pil, list(frames), torch.from_numpy(frames), as_channels_first):
+        torch.testing.assert_close(video_processor(video, return_tensors="pt").pixel_values_videos, expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16, 5), (3, 16, 16, 2)])
+def test_video_with_a_wrong_channel_count_is_rejected(shape):
+    with pytest.raises(ValueError, match=rf"has shape \(3, 16, 16, {shape[-1]}\)"):
+        SCLVideoProcessor()(np.zeros(shape, np.uint8))
+
+
+def test_corrupt_video_file_is_rejected_naming_the_file(tmp_path, coded_video):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ValueError, match="Cannot read video .*corrupt.mp4"):
+        SCLVideoProcessor()(str(corrupt))
+    with pytest.raises(ValueError, match=r"Cannot read video videos\[1\]: .*Invalid data"):
+        SCLVideoProcessor()([coded_video, io.BytesIO(corrupt.read_bytes())])
+
+
+def test_zero_frame_video_is_rejected_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.avi"
+    with av.open(str(empty), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        container.start_encoding()  # header with a video stream, then no frame at all
+    with pytest.raises(ValueError, match="empty.avi' has no frames"):
+        SCLVideoProcessor()(str(empty))
+    with pytest.raises(ValueError, match="has no frames"):
+        SCLVideoProcessor()(np.zeros((0, 16, 16, 3), np.uint8))
+
+
+def test_missing_video_file_is_rejected_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        SCLVideoProcessor()(str(tmp_path / "missing.mp4"))
+
+
+def test_num_frames_above_max_frames_is_rejected(coded_video):
+    with pytest.raises(ValueError, match=r"num_frames=9 is not in \[1, max_frames=8\]"):
+        SCLVideoProcessor()(coded_video, num_frames=9)
+    with pytest.raises(ValueError, match="num_frames=5 is not in"):
+        SCLVideoProcessor(num_frames=5, max_frames=4)
+
+
+def test_unsampled_video_longer_than_max_frames_is_rejected():
+    with pytest.raises(ValueError, match="has 12 frames but the model takes at most max_frames=8"):
+        SCLVideoProcessor()(np.zeros((12, 16, 16, 3), np.uint8), do_sample_frames=False)
+
+
+def test_unknown_frame_sampling_is_rejected(coded_video):
+    with pytest.raises(ValueError, match="frame_sampling must be one of"):
+        SCLVideoProcessor()(coded_video, frame_sampling="middle")
+
+
+# ----------------------------------------------------------------------------------------------- processor
+
+
+def test_text_is_padded_to_50_tokens_by_default(processor, tokenizer):
+    outputs = processor(text=["a red circle", "a green triangle moving up"], return_tensors="pt")
+    assert outputs.input_ids.shape == (2, 50)
+    short_length = len(tokenizer("a red circle").input_ids)
+    assert outputs.attention_mask[0].sum() == short_length
+    assert (outputs.input_ids[0, short_length:] == tokenizer.pad_token_id).all()
+
+
+def test_long_text_is_truncated_to_50_tokens(processor, tokenizer):
+    outputs = processor(text="the cat sits on the mat near a small dog " * 20, return_tensors="pt")
+    assert outputs.input_ids.shape == (1, 50)
+    assert outputs.attention_mask.all()
+    assert outputs.input_ids[0, -1] == tokenizer.eos_token_id
+
+
+def test_text_length_can_be_overridden_per_call(processor):
+    assert processor(text="a red circle", max_length=40, return_tensors="pt").input_ids.shape == (1, 40)
+
+
+def test_processor_returns_text_image_and_video_inputs(processor, coded_video):
+    outputs = processor(
+        images=[sample_image(), sample_image("astronaut")],
+        text=["a cat", "an astronaut"],
+        videos=[coded_video, coded_video],
+        return_tensors="pt",
+    )
+    assert set(outputs) == {"input_ids", "attention_mask", "pixel_values", "pixel_values_videos"}
+    assert outputs.pixel_values.shape == (2, 3, 32, 32)
+    assert outputs.pixel_values_videos.shape == (2, 4, 3, 32, 32)
+
+
+def test_processor_passes_video_options_to_the_video_processor(processor, coded_video):
+    outputs = processor(videos=coded_video, num_frames=2, frame_sampling="random", seed=0, return_tensors="pt")
+    assert outputs.pixel_values_videos.shape == (1, 2, 3, 32, 32)
+
+
+def test_processor_output_fits_a_model_of_the_same_config(tokenizer, coded_video):
+    config = tiny_config()
+    processor = SCLProcessor(
+        SCLImageProcessor(size=config.image_size),
+        SCLVideoProcessor(
+            size=config.image_size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
+        ),
+        tokenizer,
+    )
+    inputs = processor(text=["a red circle"], videos=[coded_video], return_tensors="pt")
+    outputs = SCLModel(config).eval()(**inputs)
+    patches = (config.image_size // config.vision_config.patch_size) ** 2
+    assert outputs.image_features.shape[:2] == (1, config.num_frames * (1 + patches))
+    assert outputs.text_features.shape[:2] == (1, 50)
+
+
+@pytest.mark.parametrize("text, message", [(7, r"`text` must be a string.*got int"), (["a cat", None], r"text\[1\]")])
+def test_text_that_is_not_a_string_is_rejected(processor, text, message):
+    with pytest.raises(TypeError, match=message):
+        processor(text=text)
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(processor, coded_video, tmp_path):
+    inputs = dict(images=sample_image(), text="a cat", videos=coded_video, return_tensors="pt")
+    processor.save_pretrained(tmp_path)
+    reloaded = SCLProcessor.from_pretrained(tmp_path)
+    assert reloaded.image_processor.size == processor.image_processor.size
+    for key, value in processor(**inputs).items():
+        torch.testing.assert_close(reloaded(**inputs)[key], value, atol=0, rtol=0)
+
+
+def test_auto_classes_resolve_a_saved_scl_model_to_the_local_processors(processor, tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert type(AutoProcessor.from_pretrained(tmp_path)) is SCLProcessor
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is SCLImageProcessorPil
+    assert type(AutoVideoProcessor.from_pretrained(tmp_path)) is SCLVideoProcessor
+
+
+FRESH_PROCESS_SCRIPT = """
+import sys, torch
+from transformers import AutoImageProcessor, AutoProcessor, AutoVideoProcessor
+directory, image, video, output = sys.argv[1:]
+processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True)
+classes = [type(processor), type(processor.image_processor), type(processor.video_processor)]
+classes.append(type(AutoImageProcessor.from_pretrained(directory, trust_remote_code=True, backend="pil")))
+classes.append(type(AutoVideoProcessor.from_pretrained(directory, trust_remote_code=True)))
+outputs = processor(images=image, text=["a cat", "an astronaut"], videos=video, return_tensors="pt")
+torch.save({
+    "outputs": dict(outputs),
+    "classes": [f"{cls.__module__}.{cls.__name__}" for cls in classes],
+    "imported_transformers_scl": any(name.startswith("transformers_scl") for name in sys.modules),
+}, output)
+"""
+
+
+def test_saved_processor_loads_as_remote_code_in_a_fresh_process(processor, coded_video, tmp_path):
+    saved = tmp_path / "saved"
+    processor.save_pretrained(saved)
+    image = tmp_path / "cat.png"
+    sample_image().save(image)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(saved), str(image), coded_video, str(tmp_path / "out.pt")],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = torch.load(tmp_path / "out.pt")
+
+    assert not loaded["imported_transformers_scl"]
+    assert [name.rsplit(".", 1)[1] for name in loaded["classes"]] == [
+        "SCLProcessor",
+        "SCLImageProcessor",
+        "SCLVideoProcessor",
+        "SCLImageProcessorPil",
+        "SCLVideoProcessor",
+    ]
+    assert all(name.startswith("transformers_modules.") for name in loaded["classes"])
+    expected = processor(images=str(image), text=["a cat", "an astronaut"], videos=coded_video, return_tensors="pt")
+    assert set(loaded["outputs"]) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded["outputs"][key], value, atol=0, rtol=0)
+    assert json.loads((saved / "processor_config.json").read_text())["auto_map"] == {
+        "AutoProcessor": "processing_scl.SCLProcessor"
+    }
