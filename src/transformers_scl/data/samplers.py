@@ -1,0 +1,98 @@
+"""Batch sampling for joint image + video training: every batch holds one modality.
+
+Images and videos cannot share a pixel tensor, so a mixed data set needs batches grouped by modality (the reference
+returns two loaders that its training step never consumes, spec §7.2 item 5). `ModalityGroupedBatchSampler` shuffles
+each modality, cuts it into batches and interleaves the batches at random, so an epoch visits every example once
+and the modalities are mixed in proportion to their sizes.
+
+With `Trainer`, override `get_train_dataloader` (the example scripts do this)::
+
+    class ImageVideoTrainer(Trainer):
+        def get_train_dataloader(self):
+            sampler = ModalityGroupedBatchSampler.from_lengths(
+                [len(image_data), len(video_data)], batch_size=self._train_batch_size, seed=self.args.seed
+            )
+            loader = DataLoader(
+                ConcatDataset([image_data, video_data]),
+                batch_sampler=sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+            )
+            return self.accelerator.prepare(loader)  # shards batches across processes; calls set_epoch
+
+Under distributed training Accelerate hands out whole batches to the processes, so every process still sees
+single-modality batches.
+"""
+
+from collections.abc import Hashable, Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["ModalityGroupedBatchSampler"]
+
+
+class ModalityGroupedBatchSampler(Sampler[list[int]]):
+    """Yield batches of indices that all share one group (modality).
+
+    Args:
+        groups: the group of each example, e.g. `"image"` / `"video"`, indexed like the data set.
+        batch_size: examples per batch.
+        shuffle: shuffle within groups and the order of batches (with `seed` + epoch); otherwise groups come in order
+            of first appearance, each in index order.
+        drop_last: drop each group's last incomplete batch.
+        seed: base seed; call `set_epoch` (Trainer/Accelerate do) for a new order every epoch.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[Hashable],
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        members: dict[Hashable, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(group, []).append(index)
+        self.group_indices = {group: torch.tensor(indices) for group, indices in members.items()}
+
+    @classmethod
+    def from_lengths(cls, lengths: Sequence[int], batch_size: int, **kwargs) -> "ModalityGroupedBatchSampler":
+        """For `ConcatDataset(datasets)`: the i-th data set (of `lengths[i]` examples) is group i."""
+        groups = [group for group, length in enumerate(lengths) for _ in range(length)]
+        return cls(groups, batch_size, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        batches = []
+        for indices in self.group_indices.values():
+            if self.shuffle:
+                indices = indices[torch.randperm(len(indices), generator=generator)]
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size].tolist()
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        sizes = [len(indices) for indices in self.group_indices.values()]
+        if self.drop_last:
+            return sum(size // self.batch_size for size in sizes)
+        return sum(-(-size // self.batch_size) for size in sizes)
