@@ -1,0 +1,362 @@
+"""Publishing SCL models on the Hugging Face Hub: a generated model card and a one-commit push of model, processor
+and card.
+
+Every SCL model and the processor also have transformers' own `push_to_hub`; the folder they push carries the
+modeling code and a complete `auto_map`, so `Auto*.from_pretrained(repo, trust_remote_code=True)` works without
+installing transformers-scl. `push_to_hub` here adds the processor and the card to the same commit.
+
+The card is rendered from `MODEL_CARD.md` (the card of the converted SCL base checkpoint): its YAML front matter is
+regenerated, and each `<!-- scl:begin NAME -->…<!-- scl:end NAME -->` region is replaced by the facts of the run.
+"""
+
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCardData
+from transformers.dynamic_module_utils import custom_object_save
+
+from . import modeling_scl
+
+CARD_TEMPLATE = "MODEL_CARD.md"
+ORIGINAL_REPO = "jiyatai/SCL"
+RELEASED_CHECKPOINTS = ("MGSC-100k.ckpt", "GLSCL-100k.ckpt")  # spec §6.1
+# spec §4: the "4M images" pre-training corpus.
+PRETRAINING_DATASETS = ["coco", "visual_genome", "conceptual_captions", "sbu_captions"]
+
+# Model class → (pipeline tag, metrics, extra fine-tuning datasets) for the card metadata.
+TASK_METADATA: dict[str, tuple[str | None, list[str], list[str]]] = {
+    "SCLModel": ("feature-extraction", [], []),
+    "SCLForPreTraining": ("feature-extraction", [], []),
+    "SCLForQuestionAnswering": ("visual-question-answering", ["accuracy"], ["vqav2"]),
+    "SCLForImagesAndTextClassification": (None, ["accuracy"], ["nlvr2"]),
+    "SCLForImageTextRetrieval": (None, ["recall"], []),
+    "SCLForZeroShotImageClassification": ("zero-shot-image-classification", [], []),
+}
+
+_REGION = re.compile(r"<!-- scl:begin (?P<name>[\w-]+) -->\n.*?<!-- scl:end (?P=name) -->", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
+
+# Keys of the reference's training config worth showing on a card (spec §6.3), in this order.
+TRAINING_CONFIG_KEYS = (
+    "exp_name",
+    "datasets",
+    "loss_names",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "max_steps",
+    "max_epoch",
+    "image_size",
+    "max_text_len",
+    "num_frames",
+    "con_weight",
+    "mask_ratio",
+    "mtm_ratio",
+    "precision",
+    "seed",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model card
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _template_path() -> Path:
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / CARD_TEMPLATE, package_dir.parents[1] / CARD_TEMPLATE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Cannot find the model card template {CARD_TEMPLATE} next to the package or at the repository root; pass "
+        "`template=` (its text)."
+    )
+
+
+def _auto_class_name(model_class: type) -> str | None:
+    for auto_name, registered in modeling_scl._AUTO_MAP_CLASSES.items():
+        if registered is model_class:
+            return auto_name
+    return None
+
+
+def card_metadata(
+    model,
+    *,
+    base_model: str | list[str] | None = ORIGINAL_REPO,
+    datasets: list[str] | None = None,
+    license: str = "other",
+    license_name: str | None = "unknown",
+    tags: Iterable[str] = (),
+) -> ModelCardData:
+    """The card's YAML metadata for `model`: library, pipeline tag, datasets, metrics, license, base model, tags.
+
+    The original weights come without a licence (the IIGROUP/SCL repository has no LICENSE file, spec header), so the
+    default is `license: other` / `license_name: unknown`; set the real one if you know it.
+    """
+    name = type(model).__name__
+    pipeline_tag, metrics, task_datasets = TASK_METADATA.get(name, (None, [], []))
+    all_tags = ["scl", "vision-language", "multimodal", "image-text", "video-text", "custom_code", *tags]
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        license=license,
+        license_name=license_name if license == "other" else None,
+        datasets=datasets if datasets is not None else PRETRAINING_DATASETS + task_datasets,
+        metrics=metrics or None,
+        base_model=base_model,
+        tags=list(dict.fromkeys(all_tags)),
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _facts(model, source_checkpoint, training_config, checkpoint_metadata, training_facts) -> str:
+    config = model.config
+    vision, text = config.vision_config, config.text_config
+    name = type(model).__name__
+    auto = _auto_class_name(type(model))
+    params = sum(p.numel() for p in model.parameters())
+    grid = config.image_size // vision.patch_size
+    rows = [
+        ("Model class", f"`{name}`" + (f" (loads with `{auto}`)" if auto else "")),
+        ("Parameters", f"{params / 1e6:.1f}M"),
+        (
+            "Vision tower",
+            f"CLIP ViT: {vision.num_hidden_layers} blocks, width {vision.hidden_size}, {vision.num_attention_heads} "
+            f"heads, patch {vision.patch_size}, {config.image_size}×{config.image_size} input ({grid}×{grid} "
+            f"patches), up to {vision.max_frames} frames",
+        ),
+        (
+            "Text tower",
+            f"RoBERTa: {text.num_hidden_layers} layers, width {text.hidden_size}, vocabulary {text.vocab_size:,}",
+        ),
+        (
+            "Fusion",
+            f"{config.num_fusion_layers} + {config.num_fusion_layers} co-attention layers, width {config.hidden_size}, "
+            f"{config.num_attention_heads} heads, {config.num_token_types} token types",
+        ),
+        ("Frames per video (default)", str(config.num_frames)),
+    ]
+    if name in ("SCLModel", "SCLForPreTraining"):
+        objectives = ", ".join(
+            f"{o.upper()} (weight {_fmt(getattr(config, f'{o}_weight'))})" for o in config.pretraining_objectives
+        )
+        rows += [
+            ("Pre-training objectives", objectives),
+            (
+                "Semantic completion",
+                f"{config.image_mask_ratio:.0%} of patches dropped, {config.text_mask_ratio:.0%} of tokens masked, "
+                f"τ = {_fmt(config.scl_temperature)}",
+            ),
+        ]
+    temperature = getattr(model, "itc_temperature", None)
+    if temperature is not None:
+        rows.append(("ITC temperature (learned)", f"{float(temperature.detach()):.4f}"))
+    if name in ("SCLForQuestionAnswering", "SCLForImagesAndTextClassification"):
+        rows.append(("Classes", f"{config.num_labels}"))
+    if source_checkpoint:
+        meta = ", ".join(f"{k} {v}" for k, v in (checkpoint_metadata or {}).items())
+        rows.append(("Converted from", f"`{source_checkpoint}`" + (f" ({meta})" if meta else "")))
+    for key, value in (training_facts or {}).items():
+        rows.append((str(key), _fmt(value)))
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    if training_config:
+        shown = [(k, training_config[k]) for k in TRAINING_CONFIG_KEYS if k in training_config]
+        if shown:
+            lines += ["", "Original training configuration (from the checkpoint):", "", "| key | value |", "|---|---|"]
+            lines += [f"| `{k}` | `{_fmt(v)}` |" for k, v in shown]
+    return "\n".join(lines)
+
+
+def _usage(model, repo_id: str) -> str:
+    name = type(model).__name__
+    auto = _auto_class_name(type(model))
+    if auto:
+        load = (
+            f"from transformers import {auto}, AutoProcessor\n\n"
+            f'model = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)'
+        )
+    else:  # no Auto class for this head: use the package
+        load = (
+            f"from transformers import AutoProcessor\nfrom transformers_scl import {name}  # pip install transformers-scl\n\n"
+            f'model = {name}.from_pretrained("{repo_id}")'
+        )
+    fused = "model(**inputs)" if name == "SCLModel" else "model.scl(**inputs)"
+    return (
+        "```python\nfrom PIL import Image\n"
+        + load
+        + f'\nprocessor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n\n'
+        + 'inputs = processor(images=Image.open("cat.jpg"), text="a cat on a sofa", return_tensors="pt")\n'
+        + f"fused = {fused}  # text_features, image_features, pooler_output (batch, 2 × hidden)\n```"
+    )
+
+
+def _intro(model, source_checkpoint: str | None) -> str:
+    name = type(model).__name__
+    if not source_checkpoint:
+        return f"This repository holds an SCL model (`{name}`) saved with transformers-scl."
+    origin = ""
+    if source_checkpoint in RELEASED_CHECKPOINTS:
+        origin = f" (Hub repo [`{ORIGINAL_REPO}`](https://huggingface.co/{ORIGINAL_REPO}))"
+    return (
+        f"This repository holds the original SCL checkpoint `{source_checkpoint}`{origin} converted to the "
+        f"transformers-scl format (`{name}`): it loads with `from_pretrained` and trains with the transformers "
+        "`Trainer`.\n\n> **Status of this conversion.** The converter's tests use synthetic checkpoints that follow "
+        "the original key layout and shapes exactly. The paper's results below were not re-measured with these "
+        "converted weights."
+    )
+
+
+def _conversion_notes(notes: Iterable[str], source_checkpoint: str | None) -> str:
+    if not source_checkpoint:
+        return "This model was not converted from an original checkpoint."
+    notes = list(notes)
+    if not notes:
+        return "No conversion notes for this checkpoint."
+    return "\n".join(f"- {note}" for note in notes)
+
+
+def model_card(
+    model,
+    *,
+    repo_id: str = "path/to/this/model",
+    title: str | None = None,
+    source_checkpoint: str | None = None,
+    training_config: Mapping[str, Any] | None = None,
+    checkpoint_metadata: Mapping[str, Any] | None = None,
+    conversion_notes: Iterable[str] = (),
+    training_facts: Mapping[str, Any] | None = None,
+    template: str | None = None,
+    **metadata,
+) -> str:
+    """Render the model card (README.md text) of `model`.
+
+    Args:
+        model: An SCL model; sizes, objectives and the class are read from it.
+        repo_id: Repository id used in the loading example.
+        title: Card title (default from the class and the source checkpoint).
+        source_checkpoint: File name of the original checkpoint, for converted models.
+        training_config: The reference's training config (`hyper_parameters['config']`), if known.
+        checkpoint_metadata: e.g. `epoch`, `global_step` of the source checkpoint.
+        conversion_notes: Notes from the converter (dropped keys, resized embeddings, …).
+        training_facts: Further facts of your run (dataset, steps, batch size, results), shown in the facts table.
+        template: Template text; default `MODEL_CARD.md`.
+        **metadata: Passed to `card_metadata` (`base_model`, `datasets`, `license`, `license_name`, `tags`).
+    """
+    text = template if template is not None else _template_path().read_text(encoding="utf-8")
+    if not _FRONT_MATTER.match(text):
+        raise ValueError("The model card template must start with a YAML front matter block (--- … ---).")
+    name = type(model).__name__
+    if title is None:
+        title = f"SCL ({name})" + (f", converted from `{source_checkpoint}`" if source_checkpoint else "")
+    regions = {
+        "title": f"# {title}",
+        "intro": _intro(model, source_checkpoint),
+        "facts": _facts(model, source_checkpoint, training_config, checkpoint_metadata, training_facts),
+        "usage": _usage(model, repo_id),
+        "conversion": _conversion_notes(conversion_notes, source_checkpoint),
+    }
+    found = {match["name"] for match in _REGION.finditer(text)}
+    if found != regions.keys():
+        raise ValueError(f"The template's scl regions are {sorted(found)}; expected {sorted(regions)}.")
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        return f"<!-- scl:begin {name} -->\n{regions[name]}\n<!-- scl:end {name} -->"
+
+    body = _REGION.sub(fill, _FRONT_MATTER.sub("", text, count=1))
+    front_matter = card_metadata(model, **metadata).to_yaml()
+    return f"---\n{front_matter}\n---\n{body}"
+
+
+def write_model_card(save_dir: str | Path, model, **kwargs) -> Path:
+    """Write `model_card(model, **kwargs)` to `save_dir/README.md` and return its path."""
+    path = Path(save_dir) / "README.md"
+    path.write_text(model_card(model, **kwargs), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pushing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def ensure_remote_code(save_dir: str | Path, model) -> None:
+    """Make sure `save_dir` holds the modeling code that its `config.json` `auto_map` points to.
+
+    transformers copies the code only for classes registered with `register_for_auto_class`; a head without an Auto
+    class (e.g. the retrieval model) would otherwise be saved with an `auto_map` whose module file is missing.
+    """
+    module_file = Path(sys.modules[type(model).__module__].__file__).name
+    if not (Path(save_dir) / module_file).is_file():
+        custom_object_save(model, save_dir)
+
+
+def save_pretrained(model, save_dir: str | Path, processor=None, **card_kwargs) -> Path:
+    """Save `model` (with its code), `processor` and a generated model card to `save_dir`; returns the folder."""
+    save_dir = Path(save_dir)
+    model.save_pretrained(save_dir)
+    ensure_remote_code(save_dir, model)
+    if processor is not None:
+        processor.save_pretrained(save_dir)
+    write_model_card(save_dir, model, **card_kwargs)
+    return save_dir
+
+
+def push_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload SCL model",
+) -> str:
+    """Create `repo_id` if needed and upload `folder` (e.g. a converted checkpoint) in one commit; returns its URL."""
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    return commit.commit_url
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    processor=None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload SCL model",
+    **card_kwargs,
+) -> str:
+    """Push `model`, its `processor` and a generated model card to `repo_id` in one commit; returns the commit URL.
+
+    `card_kwargs` go to `model_card` (e.g. `training_facts`, `source_checkpoint`, `base_model`, `license`).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp, processor, repo_id=repo_id, **card_kwargs)
+        return push_folder_to_hub(tmp, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+__all__ = [
+    "card_metadata",
+    "ensure_remote_code",
+    "model_card",
+    "push_folder_to_hub",
+    "push_to_hub",
+    "save_pretrained",
+    "write_model_card",
+]
