@@ -5,10 +5,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from tokenizers import ByteLevelBPETokenizer  # noqa: E402
 from transformers import RobertaTokenizer  # noqa: E402
 
 from transformers_scl import SCLConfig  # noqa: E402
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning threads slow them ~30x.
+torch.set_num_threads(1)
 
 CORPUS = [
     "a red circle to the left of a blue square",

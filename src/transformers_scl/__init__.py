@@ -3,12 +3,37 @@
 Importing the package registers SCL with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoVideoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForVisualQuestionAnswering,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+    AutoVideoProcessor,
+)
 
 from .configuration_scl import SCLConfig, SCLVisionConfig
 from .image_processing_pil_scl import SCLImageProcessorPil
 from .image_processing_scl import SCLImageProcessor
-from .modeling_scl import SCLModel, SCLModelOutput, SCLPreTrainedModel, SCLVisionModel, SCLVisionModelOutput
+from .modeling_scl import (
+    SCLContrastiveOutput,
+    SCLForImagesAndTextClassification,
+    SCLForImageTextRetrieval,
+    SCLForPreTraining,
+    SCLForPreTrainingOutput,
+    SCLForQuestionAnswering,
+    SCLForZeroShotImageClassification,
+    SCLImageTextRetrievalOutput,
+    SCLLosses,
+    SCLModel,
+    SCLModelOutput,
+    SCLPreTrainedModel,
+    SCLVisionModel,
+    SCLVisionModelOutput,
+)
+from .pipelines import SCLVisualQuestionAnsweringPipeline  # registers the "visual-question-answering" task
 from .processing_scl import SCLProcessor
 from .transforms import eval_transform, finetuning_transform, pretraining_transform
 from .video_processing_scl import SCLVideoProcessor, sample_frame_indices
@@ -19,6 +44,9 @@ AutoConfig.register(SCLConfig.model_type, SCLConfig, exist_ok=True)
 AutoConfig.register(SCLVisionConfig.model_type, SCLVisionConfig, exist_ok=True)
 AutoModel.register(SCLConfig, SCLModel, exist_ok=True)
 AutoModel.register(SCLVisionConfig, SCLVisionModel, exist_ok=True)
+AutoModelForPreTraining.register(SCLConfig, SCLForPreTraining, exist_ok=True)
+AutoModelForVisualQuestionAnswering.register(SCLConfig, SCLForQuestionAnswering, exist_ok=True)
+AutoModelForZeroShotImageClassification.register(SCLConfig, SCLForZeroShotImageClassification, exist_ok=True)
 AutoImageProcessor.register(
     SCLConfig, image_processor_classes={"torchvision": SCLImageProcessor, "pil": SCLImageProcessorPil}, exist_ok=True
 )
@@ -27,10 +55,20 @@ AutoProcessor.register(SCLConfig, SCLProcessor, exist_ok=True)
 
 __all__ = [
     "SCLConfig",
+    "SCLContrastiveOutput",
+    "SCLForImageTextRetrieval",
+    "SCLForImagesAndTextClassification",
+    "SCLForPreTraining",
+    "SCLForPreTrainingOutput",
+    "SCLForQuestionAnswering",
+    "SCLForZeroShotImageClassification",
+    "SCLImageTextRetrievalOutput",
+    "SCLLosses",
     "SCLImageProcessor",
     "SCLImageProcessorPil",
     "SCLProcessor",
     "SCLVideoProcessor",
+    "SCLVisualQuestionAnsweringPipeline",
     "eval_transform",
     "finetuning_transform",
     "pretraining_transform",

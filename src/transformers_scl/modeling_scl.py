@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
@@ -478,7 +479,11 @@ class SCLPreTrainedModel(PreTrainedModel):
             for auto_class, model_class in _AUTO_MAP_CLASSES.items():
                 auto_map[auto_class] = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
             config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is None and kwargs.get("is_main_process", True):
+            # Heads without an Auto class (NLVR2, retrieval) still ship the code their `auto_map` points at.
+            custom_object_save(self, save_directory)
+        return result
 
 
 class SCLVisionModel(SCLPreTrainedModel):
@@ -934,6 +939,1002 @@ def resize_position_embedding(weight: torch.Tensor, new_grid: int) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Pre-training (spec §2): MLM + ITM + ITC + masked vision / language semantic completion
+# ---------------------------------------------------------------------------------------------------------------------
+
+from .losses import contrastive_labels, image_text_contrastive_loss, semantic_completion_loss  # noqa: E402
+
+
+@dataclass
+class SCLLosses(ModelOutput):
+    r"""
+    The terms of the pre-training loss, each already multiplied by its `config.<name>_weight` (so `loss` is their
+    sum, and `itc` carries the reference's 0.5 as its logs do); `None` for an objective that is switched off.
+
+    mlm (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked language modeling on the fused text (spec §2.1).
+    itm (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text matching, half of the pairs negative (spec §2.2).
+    itc (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text contrastive, both directions summed (spec §2.3).
+    mvsc (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked vision semantic completion (spec §2.4).
+    mlsc (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked language semantic completion (spec §2.4).
+    """
+
+    mlm: torch.FloatTensor | None = None
+    itm: torch.FloatTensor | None = None
+    itc: torch.FloatTensor | None = None
+    mvsc: torch.FloatTensor | None = None
+    mlsc: torch.FloatTensor | None = None
+
+
+@dataclass
+class SCLForPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Weighted sum of the enabled objectives.
+    loss_info ([`SCLLosses`], *optional*, returned when `return_loss=True`):
+        The weighted terms of `loss`.
+    mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`, *optional*):
+        MLM scores at the positions where `mlm_labels != -100`, in row-major order (the head is not run elsewhere).
+    itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
+        ITM scores of each text with its own image (label 1) or with a negative image (label 0).
+    itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        The ITM labels used (given or sampled).
+    itc_logits_per_text (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
+        Cosine similarity / `itc_temperature` of each local text with every image gathered from all ranks.
+    itc_logits_per_image (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
+        The same for each local image against every text.
+    mlm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        Fraction of masked tokens predicted exactly (for logging, no gradient).
+    itm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        Fraction of ITM pairs classified correctly (for logging, no gradient).
+    itc_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        In-batch retrieval R@1 over the gathered batch, the mean of text→image and image→text (for logging).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_info: SCLLosses | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+    itm_labels: torch.LongTensor | None = None
+    itc_logits_per_text: torch.FloatTensor | None = None
+    itc_logits_per_image: torch.FloatTensor | None = None
+    mlm_accuracy: torch.FloatTensor | None = None
+    itm_accuracy: torch.FloatTensor | None = None
+    itc_accuracy: torch.FloatTensor | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(self[key].to_tuple() if key == "loss_info" else self[key] for key in self.keys())
+
+
+def sample_itm_labels(
+    batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.LongTensor:
+    """spec §2.2: `batch_size // 2` positives (1), the rest negatives (0), in random order."""
+    order = torch.randperm(batch_size, generator=generator, device=generator.device if generator else device)
+    return (order < batch_size // 2).long().to(device)
+
+
+def sample_itm_negatives(
+    batch_size: int,
+    similarity: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> torch.LongTensor:
+    """For each text, the index of another image of the batch to pair it with; never its own.
+
+    Without `similarity`, uniform over the other images, drawn independently per text (the reference draws a
+    uniformly random dataset image, spec §2.2). With a `(batch, batch)` text-to-image `similarity` (logits), drawn
+    from its softmax over the other images: ALBEF-style hard negatives.
+    """
+    if batch_size < 2:
+        raise ValueError(
+            f"ITM negatives are other images of the batch, so ITM needs at least 2 samples, got {batch_size}."
+        )
+    rng_device = generator.device if generator else device
+    if similarity is None:
+        offsets = torch.randint(1, batch_size, (batch_size,), generator=generator, device=rng_device)
+        return ((torch.arange(batch_size, device=rng_device) + offsets) % batch_size).to(device)
+    own = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
+    weights = similarity.float().masked_fill(own, float("-inf")).softmax(dim=1)
+    return torch.multinomial(weights.to(rng_device), 1, generator=generator).squeeze(1).to(device)
+
+
+class SCLForPreTraining(SCLPreTrainedModel):
+    r"""SCL pre-training: MLM + ITM + ITC + MVSC + MLSC (spec §2), each switched by `config.pretraining_objectives`
+    and weighted by `config.<name>_weight`.
+
+    **Every input is encoded once.** The reference runs four fusion passes and one unimodal pass per step (spec §2:
+    ITM, MLM, ITC, SCL pass A, SCL pass B), each recomputing its towers: 5 text-tower and 5 vision-tower runs. Here:
+
+    * the complete text and the complete image go through their towers once. ITC reads their unimodal CLS tokens;
+      the ITM pass fuses them, its negatives indexing the cached image embeddings; the MLM pass and SCL pass B reuse
+      the image; SCL pass A reuses the text;
+    * only the MLM-masked text, the MLSC-masked text and the patch-dropped image (20% of the patches) are encoded
+      besides: the three captions in one text-tower call of `3 * batch_size` rows, the images in two vision calls;
+    * the last fusion layer of a stream whose output is unused is skipped (the image stream of the MLM pass), and
+      the last layer of a stream whose output is only a stop-gradient target runs without autograd (the image
+      stream of pass B, the MVSC target; the text stream of pass A, the MLSC target). The other stream of those
+      passes is a prediction and keeps its graph: its last layer reads the previous layer's outputs of both
+      streams, which are still built with gradients;
+    * a pass that yields only a target (pass A without MVSC, pass B without MLSC) runs entirely without autograd.
+
+    **Why the gradients are the reference's.** Each loss is the same function of the same inputs. Without dropout a
+    tower is deterministic, so a recomputed encoding equals the cached one, and autograd sums the gradients of all
+    consumers of a cached tensor exactly as the reference's separate recomputations sum theirs. Targets are
+    `.detach()`-ed in the reference, so building no graph for them changes nothing. Under training dropout the
+    reference draws an independent mask per recomputation and we draw one per tower run: the same expectation,
+    different noise.
+
+    Deviations from the reference: MVSC normalises over the feature axis (spec §2.4, §7.2 item 11); ITM negatives
+    are other images of the local batch instead of random dataset images (spec §2.2); `itc_temperature` is divided
+    without a clamp as in the reference, so it must stay positive (at the reference's learning rates it does).
+    """
+
+    def __init__(self, config: SCLConfig):
+        super().__init__(config)
+        self.scl = SCLModel(config)
+        self.mlm_score = SCLMLMHead(config)
+        self.itm_score = SCLITMHead(config)
+        self.itc_text_projection = SCLITCProjection(config)
+        self.itc_image_projection = SCLITCProjection(config)
+        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
+        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        mlm_input_ids: torch.LongTensor | None = None,
+        mlm_labels: torch.LongTensor | None = None,
+        mlsc_input_ids: torch.LongTensor | None = None,
+        itm_labels: torch.LongTensor | None = None,
+        itm_negative_indices: torch.LongTensor | None = None,
+        patch_keep_indices: torch.LongTensor | None = None,
+        generator: torch.Generator | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_loss: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SCLForPreTrainingOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+            The complete captions.
+        mlm_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            MLM-masked captions (15%, 80/10/10; spec §2.1). Required by `"mlm"`.
+        mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            Original ids at the MLM-masked positions, -100 elsewhere. Required by `"mlm"`.
+        mlsc_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            Captions with up to 40% of the real tokens replaced by `<mask>` (spec §2.4). Required by `"mlsc"` and by
+            `"mvsc"` (whose target comes from the masked-text pass).
+        itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            1 to pair a text with its own image, 0 with a negative. Sampled (half positive) if not given.
+        itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Batch index of the negative image of each text (read where `itm_labels` is 0; must differ from the row).
+            Sampled if not given, from ITC similarities when `config.itm_hard_negatives`.
+        patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
+            Patches kept in the masked image; sampled with `config.image_mask_ratio` if not given.
+        generator (`torch.Generator`, *optional*):
+            Source of every random draw of this forward (ITM labels and negatives, patch dropping).
+        return_loss (`bool`, *optional*, defaults to `True`):
+            Compute `loss` and `loss_info`. Without it the semantic-completion passes, which only produce losses, are
+            not run.
+        """
+        objectives = set(self.config.pretraining_objectives)
+        self._check_inputs(
+            objectives, input_ids, pixel_values, pixel_values_videos, mlm_input_ids, mlm_labels, mlsc_input_ids
+        )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
+        pixels = {
+            "pixel_values": pixel_values,
+            "pixel_values_videos": pixel_values_videos,
+            "interpolate_pos_encoding": interpolate_pos_encoding,
+        }
+        fuse_kwargs = {"attention_mask": attention_mask, "num_frames": num_frames, **kwargs}
+        losses = {}
+        outputs = {}
+        want_mvsc, want_mlsc = "mvsc" in objectives, "mlsc" in objectives
+        semantic_completion = return_loss and (want_mvsc or want_mlsc)
+
+        # Every caption and the complete image go through their towers once; the passes below share them.
+        captions = {}  # name -> (ids, whether a loss differentiates through it)
+        if objectives - {"mlm"}:
+            captions["complete"] = (input_ids, bool(objectives & {"itc", "itm", "mvsc"}))
+        if "mlm" in objectives:
+            captions["mlm"] = (mlm_input_ids, True)
+        if semantic_completion:
+            captions["mlsc"] = (mlsc_input_ids, want_mlsc)
+        text_embeds = self._encode_captions(captions, attention_mask, **kwargs)
+        image_embeds, _ = self.scl.encode_image(**pixels, **kwargs)
+
+        itc_text = itc_image = None
+        if "itc" in objectives or ("itm" in objectives and self.config.itm_hard_negatives):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and "itc" in objectives):
+                # spec §2.3: unimodal text CLS and the mean of the unimodal frame CLS tokens.
+                itc_text = self.itc_text_projection(text_embeds["complete"][:, 0])
+                itc_image = self.itc_image_projection(image_embeds[:, :num_frames].mean(dim=1))
+
+        if "itc" in objectives:
+            losses["itc"], logits_per_text, logits_per_image = image_text_contrastive_loss(
+                itc_text, itc_image, self.itc_temperature, return_logits=True
+            )
+            outputs.update(itc_logits_per_text=logits_per_text, itc_logits_per_image=logits_per_image)
+
+        if "itm" in objectives:
+            itm_labels, image_index = self._itm_pairs(
+                input_ids.shape[0], itm_labels, itm_negative_indices, itc_text, itc_image, generator
+            )
+            fused = self.scl.fuse(text_embeds["complete"], image_embeds[image_index], **fuse_kwargs)
+            outputs["itm_logits"] = self.itm_score(fused.pooler_output)
+            outputs["itm_labels"] = itm_labels
+            losses["itm"] = nn.functional.cross_entropy(outputs["itm_logits"], itm_labels)
+
+        if "mlm" in objectives:
+            # spec §2.1: only the fused text is scored, so the image stream's last layer is not needed.
+            fused = self.scl.fuse(text_embeds["mlm"], image_embeds, final_image_layer="skip", **fuse_kwargs)
+            masked = mlm_labels != -100
+            outputs["mlm_logits"] = self.mlm_score(fused.text_features[masked])
+            mlm_targets = mlm_labels[masked]
+            # A mean over the masked tokens that is 0, not NaN, when a batch has none.
+            losses["mlm"] = nn.functional.cross_entropy(
+                outputs["mlm_logits"], mlm_targets, reduction="sum"
+            ) / masked.sum().clamp(min=1)
+
+        if semantic_completion:
+            grad = torch.is_grad_enabled()
+            # spec §2.4 pass B: masked text + complete image. Text CLS → MLSC prediction; frame CLS → MVSC target.
+            with torch.set_grad_enabled(grad and want_mlsc):
+                pass_b = self.scl.fuse(
+                    text_embeds["mlsc"],
+                    image_embeds,
+                    final_text_layer="grad" if want_mlsc else "skip",
+                    final_image_layer="no_grad" if want_mvsc else "skip",
+                    **fuse_kwargs,
+                )
+            # spec §2.4 pass A: complete text + patch-dropped image. Frame CLS → MVSC prediction; text CLS → MLSC target.
+            with torch.set_grad_enabled(grad and want_mvsc):
+                dropped_embeds, _ = self.scl.encode_image(
+                    **pixels,
+                    patch_keep_indices=patch_keep_indices,
+                    mask_ratio=self.config.image_mask_ratio,
+                    generator=generator,
+                    **kwargs,
+                )
+                pass_a = self.scl.fuse(
+                    text_embeds["complete"],
+                    dropped_embeds,
+                    final_text_layer="no_grad" if want_mlsc else "skip",
+                    final_image_layer="grad" if want_mvsc else "skip",
+                    **fuse_kwargs,
+                )
+            temperature = self.config.scl_temperature
+            if want_mvsc:  # per-frame contrast of the fused frame-CLS tokens
+                losses["mvsc"] = semantic_completion_loss(
+                    pass_a.image_features[:, :num_frames], pass_b.image_features[:, :num_frames], temperature
+                )
+            if want_mlsc:
+                losses["mlsc"] = semantic_completion_loss(
+                    pass_b.text_features[:, 0], pass_a.text_features[:, 0], temperature
+                )
+
+        loss = loss_info = None
+        if return_loss:
+            loss_info = SCLLosses(
+                **{name: getattr(self.config, f"{name}_weight") * value for name, value in losses.items()}
+            )
+            loss = sum(loss_info.values())
+        return SCLForPreTrainingOutput(
+            loss=loss, loss_info=loss_info, **outputs, **self._accuracies(outputs, mlm_labels)
+        )
+
+    def _encode_captions(self, captions: dict, attention_mask: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
+        """Text-tower embeddings of same-shape captions, `{name: (ids, needs_grad)}`, in at most two tower calls.
+
+        Captions a loss differentiates through share one call with autograd, the others (stop-gradient targets only)
+        one without. The tower treats rows independently, so this equals a call per caption, in larger matmuls.
+        """
+        embeds = {}
+        for needs_grad in (True, False):
+            names = [name for name, (_, grad) in captions.items() if grad == needs_grad]
+            if not names:
+                continue
+            ids = torch.cat([captions[name][0] for name in names])
+            with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
+                encoded, _ = self.scl.encode_text(ids, attention_mask.repeat(len(names), 1), **kwargs)
+            embeds.update(zip(names, encoded.chunk(len(names))))
+        return embeds
+
+    def _check_inputs(
+        self, objectives, input_ids, pixel_values, pixel_values_videos, mlm_input_ids, mlm_labels, mlsc_input_ids
+    ):
+        if not objectives:
+            raise ValueError("config.pretraining_objectives is empty: there is nothing to pre-train.")
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError(
+                f"`input_ids` must be (batch, length), got {None if input_ids is None else tuple(input_ids.shape)}."
+            )
+        if (pixel_values is None) == (pixel_values_videos is None):
+            raise ValueError("Pass exactly one of `pixel_values` (images) or `pixel_values_videos` (videos).")
+        required_by = {"mlm_input_ids": ("mlm",), "mlm_labels": ("mlm",), "mlsc_input_ids": ("mvsc", "mlsc")}
+        values = {"mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels, "mlsc_input_ids": mlsc_input_ids}
+        for name, value in values.items():
+            users = [objective for objective in required_by[name] if objective in objectives]
+            if users and value is None:
+                raise ValueError(
+                    f"`{name}` is required by the {users} objective(s) of config.pretraining_objectives; pass it or "
+                    "remove the objective."
+                )
+            if value is not None and value.shape != input_ids.shape:
+                raise ValueError(
+                    f"`{name}` {tuple(value.shape)} must have the shape of `input_ids` {tuple(input_ids.shape)}."
+                )
+
+    def _itm_pairs(self, batch_size, itm_labels, itm_negative_indices, itc_text, itc_image, generator):
+        """spec §2.2: the labels and, per text, the batch index of the image it is fused with."""
+        device = self.itm_score.fc.weight.device
+        rows = torch.arange(batch_size, device=device)
+        if itm_labels is None:
+            itm_labels = sample_itm_labels(batch_size, generator, device)
+        elif itm_labels.shape != (batch_size,):
+            raise ValueError(f"`itm_labels` must be ({batch_size},), got {tuple(itm_labels.shape)}.")
+        if itm_negative_indices is None:
+            similarity = None
+            if self.config.itm_hard_negatives:
+                with torch.no_grad():  # ALBEF: softmax of the ITC logits, the positive excluded
+                    text = nn.functional.normalize(itc_text, dim=-1)
+                    image = nn.functional.normalize(itc_image, dim=-1)
+                    similarity = text @ image.t() / self.itc_temperature
+            itm_negative_indices = sample_itm_negatives(batch_size, similarity, generator, device)
+        else:
+            if itm_negative_indices.shape != (batch_size,):
+                raise ValueError(
+                    f"`itm_negative_indices` must be ({batch_size},), got {tuple(itm_negative_indices.shape)}."
+                )
+            if (itm_negative_indices < 0).any() or (itm_negative_indices >= batch_size).any():
+                raise ValueError(f"`itm_negative_indices` must lie in [0, {batch_size}).")
+            if ((itm_negative_indices == rows) & (itm_labels == 0)).any():
+                raise ValueError("`itm_negative_indices` pairs a negative (label 0) text with its own image.")
+        image_index = torch.where(itm_labels.bool(), rows, itm_negative_indices.to(device))
+        return itm_labels.to(device), image_index
+
+    @staticmethod
+    @torch.no_grad()
+    def _accuracies(outputs: dict, mlm_labels: torch.Tensor | None) -> dict:
+        accuracies = {}
+        if "mlm_logits" in outputs:
+            targets = mlm_labels[mlm_labels != -100]
+            correct = (outputs["mlm_logits"].argmax(dim=-1) == targets).sum()
+            accuracies["mlm_accuracy"] = correct / max(targets.numel(), 1)
+        if "itm_logits" in outputs:
+            accuracies["itm_accuracy"] = (outputs["itm_logits"].argmax(dim=-1) == outputs["itm_labels"]).float().mean()
+        if "itc_logits_per_text" in outputs:
+            labels = contrastive_labels(outputs["itc_logits_per_text"].shape[0], outputs["itc_logits_per_text"].device)
+            hits = [
+                (outputs[key].argmax(dim=-1) == labels).float().mean()
+                for key in ("itc_logits_per_text", "itc_logits_per_image")
+            ]
+            accuracies["itc_accuracy"] = (hits[0] + hits[1]) / 2
+        return accuracies
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Downstream heads (spec §3.1): VQA, NLVR2, image/video–text retrieval, and zero-shot classification through ITC
+# ---------------------------------------------------------------------------------------------------------------------
+
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput  # noqa: E402
+
+from .losses import NORM_EPS  # noqa: E402
+
+VQA_NUM_ANSWERS = 3129  # spec §3.2: VQAv2 answers given at least 9 times (`vqav2_label_size`)
+NLVR2_ID2LABEL = {0: "False", 1: "True"}
+
+
+def _has_placeholder_labels(config: SCLConfig) -> bool:
+    """True for transformers' default label map `{0: "LABEL_0", 1: "LABEL_1"}`, i.e. when no label set was chosen."""
+    return config.id2label is None or config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+
+
+class SCLClassifier(nn.Sequential):
+    """Linear → LayerNorm → GELU → Linear: the VQA and NLVR2 classifiers (spec §3.1; state-dict indices 0, 1, 3)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_labels: int):
+        super().__init__(
+            nn.Linear(input_size, hidden_size),
+            nn.LayerNorm(hidden_size),
+            nn.GELU(),
+            nn.Linear(hidden_size, num_labels),
+        )
+
+
+class SCLForQuestionAnswering(SCLPreTrainedModel):
+    r"""SCL with the VQAv2 answer classifier on `pooler_output` (spec §3.1), for images or videos.
+
+    The answers are `config.id2label`. A config that names no labels (transformers' default two placeholders) gets the
+    paper's 3129 answers, with placeholder names; pass `id2label` with the answer strings to name them.
+    """
+
+    def __init__(self, config: SCLConfig):
+        if _has_placeholder_labels(config):
+            config.num_labels = VQA_NUM_ANSWERS
+        super().__init__(config)
+        self.scl = SCLModel(config)
+        self.vqa_classifier = SCLClassifier(2 * config.hidden_size, 2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        labels: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
+            VQA soft score of every answer (0, 0.3, 0.6, 0.9 or 1), e.g. from `SCLVQACollator`.
+
+        Other keyword arguments (`text_embeds`, `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`].
+        """
+        outputs = self.scl(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.vqa_classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise ValueError(
+                    f"`labels` must be soft scores of shape (batch, num_labels) = {tuple(logits.shape)}, got "
+                    f"{tuple(labels.shape)}."
+                )
+            # spec §3.1: BCE summed over the answers and averaged over the batch (ViLT/BAN convention).
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class SCLForImagesAndTextClassification(SCLPreTrainedModel):
+    r"""NLVR2: is a statement true of a pair of images? (spec §3.1)
+
+    The text is encoded once and fused with each image, the left one with token type 1 and the right one with token
+    type 2; the two `pooler_output`s are concatenated and classified (`id2label` `{0: "False", 1: "True"}`).
+
+    The token-type table therefore has 3 rows (`config.num_token_types` is raised to 3). `from_pretrained` on a
+    checkpoint with the 2-row pre-training table loads its rows and sets row 2 to a copy of row 1 (spec §1.1).
+    """
+
+    def __init__(self, config: SCLConfig):
+        config.num_token_types = max(config.num_token_types, 3)
+        if _has_placeholder_labels(config):
+            config.id2label = dict(NLVR2_ID2LABEL)
+            config.label2id = {label: index for index, label in NLVR2_ID2LABEL.items()}
+        elif config.num_labels != 2:
+            raise ValueError(f"NLVR2 has two labels (False, True); the config names {config.num_labels}.")
+        super().__init__(config)
+        self.scl = SCLModel(config)
+        self.nlvr2_classifier = SCLClassifier(4 * config.hidden_size, 2 * config.hidden_size, 2)
+        self.post_init()
+
+    @staticmethod
+    def _image_pair(pixel_values) -> torch.Tensor:
+        if isinstance(pixel_values, (tuple, list)) and len(pixel_values) == 2:
+            if pixel_values[0].shape != pixel_values[1].shape or pixel_values[0].dim() != 4:
+                raise ValueError(
+                    "The two image tensors must both be (batch, 3, height, width); got "
+                    f"{tuple(pixel_values[0].shape)} and {tuple(pixel_values[1].shape)}."
+                )
+            return torch.stack(list(pixel_values), dim=1)
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
+            shape = (
+                tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            )
+            raise ValueError(
+                f"`pixel_values` must be (batch, 2, 3, height, width) or a pair of (batch, 3, height, width) tensors, "
+                f"got {shape}."
+            )
+        return pixel_values
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | tuple[torch.FloatTensor, torch.FloatTensor] | None = None,
+        labels: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, 3, height, width)`, or a pair of `(batch_size, 3, height, width)` tensors):
+            The left and right image of each example.
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            1 if the statement is true of the image pair, else 0.
+
+        `hidden_states` / `attentions` of the output hold, for the left and then the right image, the fusion streams'
+        hidden states / attention weights (see [`SCLModel.fuse`]).
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        images = self._image_pair(pixel_values)
+        batch_size = images.shape[0]
+        if input_ids is None or input_ids.shape[0] != batch_size:
+            raise ValueError(f"`input_ids` must be (batch={batch_size}, length), one statement per image pair.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+
+        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask)
+        image_embeds, _ = self.scl.encode_image(
+            images.flatten(0, 1), interpolate_pos_encoding=interpolate_pos_encoding
+        )
+        image_embeds = image_embeds.unflatten(0, (batch_size, 2))
+        fused = [
+            # spec §3.1: the left image gets token type 1, the right one token type 2.
+            self.scl.fuse(
+                text_embeds,
+                image_embeds[:, side],
+                attention_mask,
+                image_token_type_idx=side + 1,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                **kwargs,
+            )
+            for side in range(2)
+        ]
+        logits = self.nlvr2_classifier(torch.cat([output.pooler_output for output in fused], dim=-1))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits, labels.view(-1).to(logits.device))
+        return SequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(output.hidden_states for output in fused) if output_hidden_states else None,
+            attentions=tuple(output.attentions for output in fused) if output_attentions else None,
+        )
+
+    @classmethod
+    def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config):
+        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`): a 2-row table is
+        # a size mismatch here, which finalisation would turn into an error or a random re-initialisation.
+        loading_info, disk_offload_index = super()._load_pretrained_model(
+            model, state_dict, checkpoint_files, load_config
+        )
+        _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files)
+        return loading_info, disk_offload_index
+
+
+def _read_checkpoint_tensor(state_dict, checkpoint_files, names) -> torch.Tensor | None:
+    """The first of `names` found in `state_dict` or in the checkpoint files (safetensors or torch), else `None`."""
+    if state_dict is not None:
+        return next((state_dict[name] for name in names if name in state_dict), None)
+    for path in checkpoint_files or ():
+        if str(path).endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as file:
+                keys = set(file.keys())
+                found = next((name for name in names if name in keys), None)
+                if found is not None:
+                    return file.get_tensor(found)
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+            found = next((name for name in names if name in weights), None)
+            if found is not None:
+                return weights[found]
+    return None
+
+
+def _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files):
+    """spec §1.1: a checkpoint table with fewer token types fills the first rows; each extra row copies its last row.
+
+    transformers reports the smaller table as a size mismatch and drops it; this reads it back from the checkpoint,
+    installs the grown table as loaded and clears the mismatch, so neither an error nor a re-initialisation follows.
+    """
+    target = f"{model.base_model_prefix}.token_type_embeddings.weight"
+    entry = next((mismatch for mismatch in loading_info.mismatched_keys if mismatch[0] == target), None)
+    if entry is None:
+        return
+    _, checkpoint_shape, model_shape = entry
+    if len(checkpoint_shape) != 2 or checkpoint_shape[1] != model_shape[1] or checkpoint_shape[0] >= model_shape[0]:
+        return  # a genuine mismatch: left to transformers' loading report
+    table = _read_checkpoint_tensor(state_dict, checkpoint_files, (target, target.split(".", 1)[1]))
+    if table is None:
+        return
+    extra_rows = model_shape[0] - checkpoint_shape[0]
+    grown = torch.cat([table, table[-1:].expand(extra_rows, -1)], dim=0)
+    reference = model.scl.cross_modal_text_transform.weight
+    parameter = nn.Parameter(grown.to(device=reference.device, dtype=reference.dtype))
+    parameter._is_hf_initialized = True  # loaded, so transformers must not initialise it again
+    model.scl.token_type_embeddings.weight = parameter
+    loading_info.mismatched_keys.discard(entry)
+    logger.info(
+        f"Grew {target} from {checkpoint_shape[0]} to {model_shape[0]} token types; the new rows copy row "
+        f"{checkpoint_shape[0] - 1} (spec §1.1)."
+    )
+
+
+# -- image/video–text retrieval and ITC zero-shot classification -------------------------------------------------------
+
+
+@dataclass
+class SCLImageTextRetrievalOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        `rank_loss + config.itc_weight * itc_loss` (spec §3.1).
+    rank_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Cross-entropy of each image's rank scores, its own text being the target.
+    itc_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text contrastive loss over the batch gathered from every rank (unweighted; spec §2.3).
+    logits (`torch.FloatTensor` of shape `(batch_size, 1 + num_negatives)`):
+        Rank-head score of each image with its candidate texts: its own text (column 0), then its negatives.
+    logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        ITC cosine similarity / `itc_temperature` of every local image with every local text.
+    logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        Transpose of `logits_per_image`.
+    itc_text_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
+        L2-normalised ITC text embeddings.
+    itc_image_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
+        L2-normalised ITC image (or video) embeddings.
+    negative_text_indices (`torch.LongTensor` of shape `(batch_size, num_negatives)`, *optional*):
+        Batch index of each image's negative texts (given or sampled).
+    """
+
+    loss: torch.FloatTensor | None = None
+    rank_loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    itc_text_embeds: torch.FloatTensor | None = None
+    itc_image_embeds: torch.FloatTensor | None = None
+    negative_text_indices: torch.LongTensor | None = None
+
+
+@dataclass
+class SCLContrastiveOutput(ModelOutput):
+    r"""
+    logits_per_image (`torch.FloatTensor` of shape `(num_images, num_texts)`):
+        ITC cosine similarity / `itc_temperature` of every image (or video) with every text.
+    logits_per_text (`torch.FloatTensor` of shape `(num_texts, num_images)`):
+        Transpose of `logits_per_image`.
+    itc_text_embeds (`torch.FloatTensor` of shape `(num_texts, itc_projection_dim)`):
+        L2-normalised ITC text embeddings.
+    itc_image_embeds (`torch.FloatTensor` of shape `(num_images, itc_projection_dim)`):
+        L2-normalised ITC image (or video) embeddings.
+    """
+
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    itc_text_embeds: torch.FloatTensor | None = None
+    itc_image_embeds: torch.FloatTensor | None = None
+
+
+def sample_negative_text_indices(
+    batch_size: int, num_negatives: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.LongTensor:
+    """For each row of the batch, `min(num_negatives, batch_size - 1)` distinct other rows, uniformly at random.
+
+    The reference draws its 15 negative texts at random from the whole dataset (spec §3.1); in-batch negatives need
+    no extra text encodings. A batch smaller than `num_negatives + 1` yields fewer negatives.
+    """
+    if batch_size < 2:
+        raise ValueError(
+            f"Retrieval negatives are other texts of the batch, so the batch needs 2 samples, got {batch_size}."
+        )
+    num_negatives = min(num_negatives, batch_size - 1)
+    noise = torch.rand(batch_size, batch_size, generator=generator, device=generator.device if generator else device)
+    noise.fill_diagonal_(2.0)  # above every uniform draw: a row's own text sorts last and is never picked
+    return noise.argsort(dim=1)[:, :num_negatives].to(device)
+
+
+class _SCLContrastiveFeatures:
+    """ITC embeddings of the models that hold `scl`, `itc_text_projection`, `itc_image_projection` and
+    `itc_temperature` (spec §2.3): unimodal text CLS / mean of the unimodal frame-CLS tokens → projection → L2 norm.
+    """
+
+    def itc_text_embeds(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """`(B, L, H)` unimodal text tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
+        return nn.functional.normalize(self.itc_text_projection(text_embeds[:, 0]), dim=-1, eps=NORM_EPS)
+
+    def itc_image_embeds(self, image_embeds: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        """`(B, F(1+N), H)` unimodal image tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
+        pooled = image_embeds[:, :num_frames].mean(dim=1)
+        return nn.functional.normalize(self.itc_image_projection(pooled), dim=-1, eps=NORM_EPS)
+
+    def get_text_features(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Returns:
+            `BaseModelOutputWithPooling` whose `pooler_output` `(B, itc_projection_dim)` is the L2-normalised ITC
+            embedding and whose `last_hidden_state` `(B, L, hidden_size)` holds the unimodal tokens that fusion
+            consumes (cache them with `attention_mask` to score pairs later).
+        """
+        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=text_embeds, pooler_output=self.itc_text_embeds(text_embeds)
+        )
+
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+            Images.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding, `last_hidden_state`
+            `(B, 1 + N, hidden_size)` the unimodal tokens that fusion consumes.
+        """
+        if pixel_values is None or pixel_values.dim() != 4:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(
+                f"`pixel_values` must be (batch, 3, height, width); got {shape}. Use get_video_features for videos."
+            )
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=image_embeds, pooler_output=self.itc_image_embeds(image_embeds)
+        )
+
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`):
+            Videos.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding (from the mean of the
+            frame-CLS tokens), `last_hidden_state` `(B, F(1 + N), hidden_size)` the unimodal tokens.
+        """
+        if pixel_values_videos is None or pixel_values_videos.dim() != 5:
+            shape = None if pixel_values_videos is None else tuple(pixel_values_videos.shape)
+            raise ValueError(f"`pixel_values_videos` must be (batch, frames, 3, height, width); got {shape}.")
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values_videos=pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        itc = self.itc_image_embeds(image_embeds, num_frames=pixel_values_videos.shape[1])
+        return BaseModelOutputWithPooling(last_hidden_state=image_embeds, pooler_output=itc)
+
+    def _add_itc_heads(self, config: SCLConfig):
+        self.itc_text_projection = SCLITCProjection(config)
+        self.itc_image_projection = SCLITCProjection(config)
+        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
+        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
+
+
+class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
+    r"""Image/video–text retrieval: the rank head `rank_output` scores a fused (image, text) pair (spec §3.1).
+
+    Training (`return_loss=True`): each image is fused with its own text and `config.num_retrieval_negatives` other
+    texts of the batch (or `negative_text_indices`); the loss is the cross-entropy of those 1 + N rank scores with the
+    own text as target, plus `config.itc_weight` × the ITC loss that the reference intended and never ran (spec §3.1,
+    §7.2 item 1). Every text and image is encoded once; the fused pairs index the cached encodings.
+
+    `from_pretrained` on a pre-training checkpoint (one with `itm_score` but no `rank_output`) initialises
+    `rank_output` from the ITM head's "match" row (spec §3.1). The ITM head is kept, frozen, only for that purpose.
+
+    For retrieval over a gallery, `get_text_features` / `get_image_features` / `get_video_features` give the ITC
+    embeddings and the unimodal tokens to cache, and `score_pairs` scores cached pairs (see `transformers_scl.retrieval`).
+    """
+
+    def __init__(self, config: SCLConfig):
+        super().__init__(config)
+        self.scl = SCLModel(config)
+        self.itm_score = SCLITMHead(config)
+        self.itm_score.requires_grad_(False)
+        self.rank_output = nn.Linear(2 * config.hidden_size, 1)
+        self._add_itc_heads(config)
+        self.post_init()
+
+    @torch.no_grad()
+    def init_rank_output_from_itm(self):
+        """spec §3.1: `rank_output` := the ITM head's "match" row (`itm_score.fc` row 1), weight and bias.
+
+        The reference copies the weight only; the bias shifts every score of a query equally, so it changes no ranking
+        and no loss, and copying it makes the initial rank score equal the ITM match logit.
+        """
+        self.rank_output.weight.copy_(self.itm_score.fc.weight[1:])
+        self.rank_output.bias.copy_(self.itm_score.fc.bias[1:])
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = loading_info["missing_keys"]
+        if "rank_output.weight" in missing and "itm_score.fc.weight" not in missing:
+            model.init_rank_output_from_itm()
+            logger.info("Initialised rank_output from the ITM head's match row (spec §3.1).")
+        model.itm_score.requires_grad_(False)  # loading replaces the parameters, and with them the frozen flag
+        return (model, loading_info) if output_loading_info else model
+
+    def score_pairs(
+        self,
+        text_embeds: torch.Tensor,
+        image_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_frames: int = 1,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Rank-head score `(P,)` of the aligned rows of unimodal `text_embeds` `(P, L, H)` and `image_embeds`."""
+        fused = self.scl.fuse(text_embeds, image_embeds, attention_mask, num_frames=num_frames, **kwargs)
+        return self.rank_output(fused.pooler_output).squeeze(-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        negative_text_indices: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        generator: torch.Generator | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SCLImageTextRetrievalOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+            Text i describes image (or video) i.
+        negative_text_indices (`torch.LongTensor` of shape `(batch_size, num_negatives)`, *optional*):
+            Batch indices of the texts each image is also ranked against. With `return_loss` and none given,
+            `config.num_retrieval_negatives` per image are sampled from the other texts of the batch.
+        return_loss (`bool`, *optional*):
+            Compute the retrieval loss (spec §3.1).
+        generator (`torch.Generator`, *optional*):
+            Source of the negative sampling.
+        """
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("`input_ids` (batch, length) are required.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask)
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values, pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding
+        )
+        num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
+        batch_size = image_embeds.shape[0]
+        if text_embeds.shape[0] != batch_size:
+            raise ValueError(
+                f"Got {text_embeds.shape[0]} texts for {batch_size} images; text i must describe image i."
+            )
+
+        itc_text = self.itc_text_embeds(text_embeds)
+        itc_image = self.itc_image_embeds(image_embeds, num_frames)
+        logits_per_image = itc_image @ itc_text.t() / self.itc_temperature
+
+        rows = torch.arange(batch_size, device=text_embeds.device)
+        if negative_text_indices is None and return_loss:
+            negative_text_indices = sample_negative_text_indices(
+                batch_size, self.config.num_retrieval_negatives, generator, text_embeds.device
+            )
+        if negative_text_indices is not None:
+            if negative_text_indices.dim() != 2 or negative_text_indices.shape[0] != batch_size:
+                raise ValueError(
+                    f"`negative_text_indices` must be (batch={batch_size}, num_negatives), got "
+                    f"{tuple(negative_text_indices.shape)}."
+                )
+            if negative_text_indices.numel() and (
+                negative_text_indices.min() < 0 or negative_text_indices.max() >= batch_size
+            ):
+                raise ValueError(f"`negative_text_indices` must be batch indices in [0, {batch_size}).")
+            candidates = torch.cat([rows[:, None], negative_text_indices.to(rows.device)], dim=1)
+        else:
+            candidates = rows[:, None]
+        # Fuse each image with each of its candidate texts, indexing the encodings computed once above.
+        num_candidates = candidates.shape[1]
+        texts = candidates.flatten()
+        logits = self.score_pairs(
+            text_embeds[texts],
+            image_embeds.repeat_interleave(num_candidates, dim=0),
+            attention_mask[texts],
+            num_frames=num_frames,
+            **kwargs,
+        ).view(batch_size, num_candidates)
+
+        loss = rank_loss = itc_loss = None
+        if return_loss:
+            if num_candidates < 2:
+                raise ValueError("The retrieval loss needs at least one negative text per image.")
+            rank_loss = nn.functional.cross_entropy(logits, torch.zeros_like(rows))  # the own text is candidate 0
+            loss = rank_loss
+            if self.config.itc_weight:
+                itc_loss = image_text_contrastive_loss(
+                    self.itc_text_projection(text_embeds[:, 0]),
+                    self.itc_image_projection(image_embeds[:, :num_frames].mean(dim=1)),
+                    self.itc_temperature,
+                )
+                loss = loss + self.config.itc_weight * itc_loss
+        return SCLImageTextRetrievalOutput(
+            loss=loss,
+            rank_loss=rank_loss,
+            itc_loss=itc_loss,
+            logits=logits,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            itc_text_embeds=itc_text,
+            itc_image_embeds=itc_image,
+            negative_text_indices=negative_text_indices,
+        )
+
+
+class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedModel):
+    r"""ITC only: cosine similarity / `itc_temperature` of every image (or video) with every text (spec §2.3).
+
+    The model of `pipeline("zero-shot-image-classification")`, which reads `logits_per_image`. It loads the ITC heads
+    of a pre-training or retrieval checkpoint; the fusion layers are kept for checkpoint compatibility but not run.
+    """
+
+    def __init__(self, config: SCLConfig):
+        super().__init__(config)
+        self.scl = SCLModel(config)
+        self._add_itc_heads(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SCLContrastiveOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(num_texts, text_length)`):
+            The candidate texts (e.g. "a photo of a dog."), any number of them.
+        """
+        if input_ids is None:
+            raise ValueError("`input_ids` are required.")
+        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask)
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values, pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding
+        )
+        num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
+        itc_text = self.itc_text_embeds(text_embeds)
+        itc_image = self.itc_image_embeds(image_embeds, num_frames)
+        logits_per_image = itc_image @ itc_text.t() / self.itc_temperature
+        return SCLContrastiveOutput(
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            itc_text_embeds=itc_text,
+            itc_image_embeds=itc_image,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Auto-class registration for remote code (`save_pretrained` copies this file and writes `auto_map`)
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -945,6 +1946,9 @@ def _register_for_auto_class(model_class: type, auto_class: str):
 
 SCLConfig.register_for_auto_class()
 _register_for_auto_class(SCLModel, "AutoModel")
+_register_for_auto_class(SCLForPreTraining, "AutoModelForPreTraining")
+_register_for_auto_class(SCLForQuestionAnswering, "AutoModelForVisualQuestionAnswering")
+_register_for_auto_class(SCLForZeroShotImageClassification, "AutoModelForZeroShotImageClassification")
 
 __all__ = [
     "SCLModel",
@@ -952,6 +1956,19 @@ __all__ = [
     "SCLPreTrainedModel",
     "SCLVisionModel",
     "SCLVisionModelOutput",
+    "SCLForPreTraining",
+    "SCLForPreTrainingOutput",
+    "SCLLosses",
+    "sample_itm_labels",
+    "sample_itm_negatives",
+    "SCLClassifier",
+    "SCLContrastiveOutput",
+    "SCLForImageTextRetrieval",
+    "SCLForImagesAndTextClassification",
+    "SCLForQuestionAnswering",
+    "SCLForZeroShotImageClassification",
+    "SCLImageTextRetrievalOutput",
+    "sample_negative_text_indices",
     "resize_position_embedding",
     "sample_patch_keep_indices",
 ]

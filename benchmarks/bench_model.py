@@ -1,0 +1,225 @@
+"""SCLModel speed and memory, measured side by side in one run.
+
+1. SCLModel vs transformers' BridgeTowerModel at matched sizes (same ViT, RoBERTa and 6-layer fusion widths, same
+   batch, text length and resolution): forward and forward+backward time, and peak memory.
+2. SCLModel with `sdpa` vs `eager` attention.
+3. Video cost at F = 1, 2, 4, 8 frames.
+
+Timings interleave the variants and report medians, so machine load affects them alike. Peak memory is the
+resident-set growth of a fresh subprocess per variant during its training steps (CPU has no allocator statistics).
+
+    python benchmarks/bench_model.py                 # "small" sizes, a few minutes on 2 CPU cores
+    python benchmarks/bench_model.py --size base     # the paper's base model (use a GPU or patience)
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+from transformers import BridgeTowerConfig, BridgeTowerModel
+
+from transformers_scl import SCLConfig, SCLModel
+
+SIZES = {
+    # The base architecture's proportions at a width that runs on a laptop CPU (BridgeTower needs heads = width/64).
+    "small": dict(hidden=256, heads=4, intermediate=1024, uni_layers=12, fusion_layers=6, image=224, vocab=50265),
+    "base": dict(hidden=768, heads=12, intermediate=3072, uni_layers=12, fusion_layers=6, image=288, vocab=50265),
+}
+
+
+def scl_model(size, attn="sdpa"):
+    config = SCLConfig(
+        text_config=dict(
+            model_type="roberta",
+            vocab_size=size["vocab"],
+            hidden_size=size["hidden"],
+            num_hidden_layers=size["uni_layers"],
+            num_attention_heads=size["heads"],
+            intermediate_size=size["intermediate"],
+        ),
+        vision_config=dict(
+            hidden_size=size["hidden"],
+            num_hidden_layers=size["uni_layers"] - 1,  # CLIP's last block dropped, as BridgeTower's remove_last_layer
+            num_attention_heads=size["heads"],
+            intermediate_size=size["intermediate"],
+            image_size=size["image"],
+        ),
+        hidden_size=size["hidden"],
+        num_attention_heads=size["heads"],
+        intermediate_size=size["intermediate"],
+        num_fusion_layers=size["fusion_layers"],
+        image_size=size["image"],
+    )
+    return SCLModel._from_config(config, attn_implementation=attn)
+
+
+def bridgetower_model(size):
+    config = BridgeTowerConfig(
+        text_config=dict(
+            vocab_size=size["vocab"],
+            hidden_size=size["hidden"],
+            num_hidden_layers=size["uni_layers"],
+            num_attention_heads=size["heads"],
+            intermediate_size=size["intermediate"],
+        ),
+        vision_config=dict(
+            hidden_size=size["hidden"], num_hidden_layers=size["uni_layers"], image_size=size["image"], patch_size=16
+        ),
+        hidden_size=size["hidden"],
+        num_attention_heads=size["heads"],
+        num_hidden_layers=size["fusion_layers"],
+    )
+    return BridgeTowerModel(config)
+
+
+def make_inputs(size, batch, text_length, frames=None, bridgetower=False):
+    torch.manual_seed(0)
+    ids = torch.randint(5, 1000, (batch, text_length))
+    mask = torch.ones_like(ids)
+    image = size["image"]
+    if bridgetower:
+        return dict(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=torch.randn(batch, 3, image, image),
+            pixel_mask=torch.ones(batch, image, image, dtype=torch.long),
+        )
+    if frames is None:
+        return dict(input_ids=ids, attention_mask=mask, pixel_values=torch.randn(batch, 3, image, image))
+    return dict(input_ids=ids, attention_mask=mask, pixel_values_videos=torch.randn(batch, frames, 3, image, image))
+
+
+def objective(output):
+    # Text, image and pooled outputs all receive gradient, as under the pre-training losses.
+    return output.text_features.mean() + output.image_features.mean() + output.pooler_output.mean()
+
+
+def time_step(model, inputs, backward):
+    start = time.perf_counter()
+    if backward:
+        model.zero_grad(set_to_none=True)
+        objective(model(**inputs)).backward()
+    else:
+        with torch.no_grad():
+            model(**inputs)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(variants, repeats, backward):
+    """`variants`: name -> (model, inputs). Runs one warm-up each, then `repeats` rounds in alternating order."""
+    times = {name: [] for name in variants}
+    for model, inputs in variants.values():
+        time_step(model, inputs, backward)
+    for round_index in range(repeats):
+        names = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+        for name in names:
+            times[name].append(time_step(*variants[name], backward))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_memory_worker(kind, size_name, batch, text_length):
+    """Subprocess entry: peak resident-set growth (MiB) over two forward+backward steps, sampled every 2 ms."""
+    size = SIZES[size_name]
+    model = bridgetower_model(size) if kind == "bridgetower" else scl_model(size)
+    model.train()
+    inputs = make_inputs(size, batch, text_length, bridgetower=kind == "bridgetower")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # return construction temporaries to the OS first
+    baseline, peak, done = current_rss_mib(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], current_rss_mib())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for _ in range(2):
+        time_step(model, inputs, backward=True)
+    done.set()
+    sampler.join()
+    print(json.dumps({"peak_mib": peak[0] - baseline}))
+
+
+def peak_memory(kind, args):
+    command = [sys.executable, __file__, "--memory-worker", kind, "--size", args.size, "--batch", str(args.batch)]
+    command += ["--text-length", str(args.text_length)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--text-length", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-worker", choices=["scl", "bridgetower"])
+    args = parser.parse_args()
+    if args.memory_worker:
+        return peak_memory_worker(args.memory_worker, args.size, args.batch, args.text_length)
+
+    size = SIZES[args.size]
+    print(f"sizes: {args.size} {size}, batch {args.batch}, text length {args.text_length}, threads {torch.get_num_threads()}")
+    scl = scl_model(size).train()
+    scl_eager = scl_model(size, attn="eager").train()
+    scl_eager.load_state_dict(scl.state_dict())
+    bridgetower = bridgetower_model(size).train()
+    params = {name: sum(p.numel() for p in m.parameters()) / 1e6 for name, m in [("SCL", scl), ("BridgeTower", bridgetower)]}
+    print(f"parameters (M): SCL {params['SCL']:.1f}, BridgeTower {params['BridgeTower']:.1f}")
+
+    image_inputs = make_inputs(size, args.batch, args.text_length)
+    variants = {
+        "SCL sdpa": (scl, image_inputs),
+        "SCL eager": (scl_eager, image_inputs),
+        "BridgeTower": (bridgetower, make_inputs(size, args.batch, args.text_length, bridgetower=True)),
+    }
+    print("\n## 1-2. image-text step time (median seconds)")
+    print("| variant | forward | forward+backward |\n|---|---|---|")
+    forward = interleaved_medians(variants, args.repeats, backward=False)
+    train = interleaved_medians(variants, args.repeats, backward=True)
+    for name in variants:
+        print(f"| {name} | {forward[name]:.3f} | {train[name]:.3f} |")
+    print(
+        f"\nSCL / BridgeTower: forward {forward['SCL sdpa'] / forward['BridgeTower']:.2f}x, "
+        f"forward+backward {train['SCL sdpa'] / train['BridgeTower']:.2f}x (target <= 0.9x)"
+    )
+    print(
+        f"SCL sdpa / eager: forward {forward['SCL sdpa'] / forward['SCL eager']:.2f}x, "
+        f"forward+backward {train['SCL sdpa'] / train['SCL eager']:.2f}x"
+    )
+
+    memory = {kind: peak_memory(kind, args) for kind in ("scl", "bridgetower")}
+    print(
+        f"peak memory growth over 2 training steps (MiB): SCL {memory['scl']:.0f}, BridgeTower "
+        f"{memory['bridgetower']:.0f} (ratio {memory['scl'] / memory['bridgetower']:.2f}x, target <= 1.0x)"
+    )
+
+    print("\n## 3. video cost (SCL sdpa, median seconds)")
+    video_variants = {f"F={f}": (scl, make_inputs(size, args.batch, args.text_length, frames=f)) for f in (1, 2, 4, 8)}
+    video_forward = interleaved_medians(video_variants, max(3, args.repeats // 2), backward=False)
+    video_train = interleaved_medians(video_variants, max(3, args.repeats // 2), backward=True)
+    print("| frames | forward | per frame | forward+backward | per frame |\n|---|---|---|---|---|")
+    for name, frames in zip(video_variants, (1, 2, 4, 8)):
+        f, t = video_forward[name], video_train[name]
+        print(f"| {frames} | {f:.3f} | {f / frames:.3f} | {t:.3f} | {t / frames:.3f} |")
+    print(
+        f"\ncost(F=8) / cost(F=1): forward {video_forward['F=8'] / video_forward['F=1']:.2f}x, "
+        f"forward+backward {video_train['F=8'] / video_train['F=1']:.2f}x (linear = 8x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Cost of an SCL pre-training step, measured side by side in one run at equal sizes and batch.
+
+Variants (forward + backward of the total loss; no optimizer step, which is the same for all):
+
+* `SCL`: `SCLForPreTraining` with all five objectives (MLM, ITM, ITC, MVSC, MLSC), every input encoded once.
+* `MLM+ITM`: the same model with `pretraining_objectives=["mlm", "itm"]`, the METER-style baseline.
+* `recompute-everything`: the reference's computation (spec §2): ITM, MLM, SCL pass A and SCL pass B are full
+  `model.scl(...)` calls and ITC runs both towers again, so both towers run 5 times
+  (`modeling_tests/naive_pretraining.py`, the oracle of the equivalence tests).
+
+Targets: SCL <= 1.6x MLM+ITM, and SCL <= 0.5x recompute-everything.
+
+Timings interleave the variants (medians), so machine load affects them alike. Peak memory comes from a fresh
+subprocess per variant: its peak resident set during two steps (model included), and the growth over the resident
+set just before the first step (activations + gradients).
+
+Default sizes ("mid") keep the base model's proportions at a width that runs on 2 CPU cores in a few minutes:
+* width 256 with 4 heads of 64 and a 4x MLP (base: 768, 12 heads of 64, 4x);
+* the base's depths: vision 11, text 12, fusion 6+6 layers;
+* 160 px with 16 px patches (101 tokens) and 16 text tokens: the base's 325 : 50 image : text tokens at 288 px, and
+  its attention share (tokens / 6·width ≈ 7% of a layer's matmuls);
+* vocabulary 16755 = 50265 · 256/768, so the MLM decoder (∝ width · vocab) keeps its share of a layer (∝ width²);
+* batch 8. `--size base` is the paper's model (use a GPU).
+
+    python benchmarks/bench_pretraining.py
+    python benchmarks/bench_pretraining.py --size base --batch 32 --device cuda
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from transformers_scl.configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
+from transformers_scl.modeling_scl import (
+    SCLForPreTraining,
+    sample_itm_labels,
+    sample_itm_negatives,
+    sample_patch_keep_indices,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modeling_tests"))
+from naive_pretraining import naive_pretraining_losses  # noqa: E402
+
+SIZES = {
+    "mid": dict(hidden=256, heads=4, vision_layers=11, text_layers=12, fusion_layers=6, image=160, text_length=16),
+    "base": dict(hidden=768, heads=12, vision_layers=11, text_layers=12, fusion_layers=6, image=288, text_length=50),
+}
+VARIANTS = ("SCL", "MLM+ITM", "recompute-everything")
+
+
+def vocab_size(size: dict) -> int:
+    return 50265 * size["hidden"] // 768  # RoBERTa's vocabulary, scaled with the width (module docstring)
+
+
+def build_model(size: dict, device: str) -> SCLForPreTraining:
+    hidden, heads = size["hidden"], size["heads"]
+    config = SCLConfig(
+        text_config=dict(
+            model_type="roberta",
+            vocab_size=vocab_size(size),
+            hidden_size=hidden,
+            num_hidden_layers=size["text_layers"],
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=514,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        ),
+        vision_config=dict(
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=size["vision_layers"],
+            num_attention_heads=heads,
+            image_size=size["image"],
+            patch_size=16,
+        ),
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        num_fusion_layers=size["fusion_layers"],
+        image_size=size["image"],
+        itc_projection_dim=hidden * 2 // 3,  # base: 512 of 768
+    )
+    torch.manual_seed(0)
+    return SCLForPreTraining(config).to(device).train()
+
+
+def make_batch(size: dict, batch_size: int, frames: int | None, device: str) -> dict:
+    """Captions with real lengths, MLM (15%) and MLSC (40%, spec §2.4) masks, ITM pairs and kept patches."""
+    generator = torch.Generator().manual_seed(0)
+    length, mask_id = size["text_length"], vocab_size(size) - 1  # RoBERTa's `<mask>` is its last id (spec §1.3)
+    input_ids = torch.randint(5, mask_id, (batch_size, length), generator=generator)
+    lengths = torch.randint(length // 3, length + 1, (batch_size,), generator=generator)
+    positions = torch.arange(length)
+    attention_mask = (positions < lengths[:, None]).long()
+    input_ids[:, 0] = 0
+    input_ids[torch.arange(batch_size), lengths - 1] = 2
+    input_ids[attention_mask == 0] = 1
+    real = (attention_mask == 1) & (positions > 0) & (positions < lengths[:, None] - 1)
+
+    mlm = real & (torch.rand(batch_size, length, generator=generator) < 0.15)
+    mlm[:, 1] |= real[:, 1] & ~mlm.any(dim=1)  # at least one MLM target per caption
+    mlsc = real & (torch.rand(batch_size, length, generator=generator) < 0.4)
+    shape = (batch_size, 3, size["image"], size["image"])
+    if frames is not None:
+        shape = (batch_size, frames, *shape[1:])
+    num_patches = (size["image"] // 16) ** 2
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values" if frames is None else "pixel_values_videos": torch.randn(shape, generator=generator),
+        "mlm_input_ids": torch.where(mlm, mask_id, input_ids),
+        "mlm_labels": torch.where(mlm, input_ids, -100),
+        "mlsc_input_ids": torch.where(mlsc, mask_id, input_ids),
+        "itm_labels": sample_itm_labels(batch_size, generator),
+        "itm_negative_indices": sample_itm_negatives(batch_size, generator=generator),
+        "patch_keep_indices": sample_patch_keep_indices(batch_size, num_patches, 0.8, generator=generator),
+    }
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def run_step(model: SCLForPreTraining, batch: dict, variant: str, backward: bool = True):
+    model.zero_grad(set_to_none=True)
+    model.config.pretraining_objectives = ["mlm", "itm"] if variant == "MLM+ITM" else list(PRETRAINING_OBJECTIVES)
+    with torch.set_grad_enabled(backward):
+        if variant == "recompute-everything":
+            loss = sum(naive_pretraining_losses(model, **batch).values())
+        else:
+            loss = model(**batch).loss
+        if backward:
+            loss.backward()
+
+
+def timed(model, batch, variant, backward, device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one step."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_step(model, batch, variant, backward)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved_medians(model, batch, repeats, backward, device) -> dict[str, tuple[float, float]]:
+    times = {variant: [] for variant in VARIANTS}
+    for variant in VARIANTS:  # warm-up
+        timed(model, batch, variant, backward, device)
+    for index in range(repeats):
+        for variant in VARIANTS if index % 2 == 0 else reversed(VARIANTS):
+            times[variant].append(timed(model, batch, variant, backward, device))
+    return {
+        variant: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
+        for variant, values in times.items()
+    }
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def memory_worker(args):
+    """Subprocess entry: peak resident set (MiB) over two training steps of one variant, sampled every 2 ms, and its
+    growth over the resident set just before the first step. (`ru_maxrss` would report model construction's peak.)"""
+    size = SIZES[args.size]
+    model = build_model(size, "cpu")
+    batch = make_batch(size, args.batch, args.frames, "cpu")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand construction temporaries back before the baseline
+    before, peak, done = current_rss_mib(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], current_rss_mib())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for _ in range(2):
+        run_step(model, batch, args.memory_worker)
+    done.set()
+    sampler.join()
+    print(json.dumps({"peak_mib": peak[0], "growth_mib": peak[0] - before}))
+
+
+def peak_memory(variant, args) -> dict:
+    command = [sys.executable, __file__, "--memory-worker", variant, "--size", args.size, "--batch", str(args.batch)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.frames:
+        command += ["--frames", str(args.frames)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cuda_peak_memory(model, batch, variant) -> float:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run_step(model, batch, variant)
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=SIZES, default="mid")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=None, help="video frames (default: images)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--memory-worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        return memory_worker(args)
+
+    size = SIZES[args.size]
+    model = build_model(size, args.device)
+    batch = make_batch(size, args.batch, args.frames, args.device)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(
+        f"size {args.size} {size}, batch {args.batch}, frames {args.frames or 1}, {params:.1f}M parameters, "
+        f"device {args.device}, threads {torch.get_num_threads()}"
+    )
+    forward = interleaved_medians(model, batch, args.repeats, False, args.device)
+    train = interleaved_medians(model, batch, args.repeats, True, args.device)
+    if args.device == "cpu":
+        memory = {variant: peak_memory(variant, args) for variant in VARIANTS}
+    else:
+        memory = {
+            variant: {"peak_mib": float("nan"), "growth_mib": cuda_peak_memory(model, batch, variant)}
+            for variant in VARIANTS
+        }
+
+    print("\nMedians over interleaved steps; CPU = process CPU time (less sensitive to other load on the machine).")
+    print(
+        "| variant | forward wall (s) | fwd+bwd wall (s) | fwd+bwd CPU (s) | peak RSS (MiB) | growth in steps (MiB) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for variant in VARIANTS:
+        m = memory[variant]
+        print(
+            f"| {variant} | {forward[variant][0]:.3f} | {train[variant][0]:.3f} | {train[variant][1]:.3f} | "
+            f"{m['peak_mib']:.0f} | {m['growth_mib']:.0f} |"
+        )
+    for clock, index in (("wall", 0), ("CPU", 1)):
+        scl, baseline, naive = (train[variant][index] for variant in VARIANTS)
+        print(
+            f"{clock}: SCL / MLM+ITM = {scl / baseline:.2f}x (target <= 1.6x); "
+            f"SCL / recompute-everything = {scl / naive:.2f}x (target <= 0.5x)"
+        )
+    growth = {variant: memory[variant]["growth_mib"] for variant in VARIANTS}
+    print(
+        f"memory growth: SCL / MLM+ITM = {growth['SCL'] / growth['MLM+ITM']:.2f}x, "
+        f"SCL / recompute-everything = {growth['SCL'] / growth['recompute-everything']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""One rank of `test_distributed.py`: `torchrun --nproc_per_node 2 distributed_worker.py OUT`.
+
+Every rank builds the same tiny SCLForPreTraining (float64, dropout off) and the same global batch, keeps its own
+contiguous slice of rows, runs forward + backward under DistributedDataParallel (gloo, CPU), and rank 0 saves the
+rank-averaged loss terms and the DDP-averaged gradients to OUT.
+"""
+
+import os
+import sys
+
+import torch
+
+WORLD_BATCH = 8
+MASK_ID = 4
+
+
+def build_model():
+    from conftest import tiny_config
+
+    from transformers_scl.modeling_scl import SCLForPreTraining
+
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config = tiny_config(text_config={**tiny_config().text_config.to_dict(), **no_dropout}, **no_dropout)
+    torch.manual_seed(0)
+    return SCLForPreTraining(config).double()
+
+
+def global_batch(world_size: int) -> dict[str, torch.Tensor]:
+    """The whole batch; ITM negatives and MLM masks are laid out so that each rank's slice is self-contained.
+
+    * ITM negatives are drawn within a rank's batch, so they are given here within each rank's block of rows.
+    * The MLM loss is a mean over masked tokens, so every row masks the same number of tokens (2): then the mean of
+      the ranks' means is the global mean.
+    """
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 390, (WORLD_BATCH, 7), generator=generator)
+    input_ids[:, 0], input_ids[:, -1] = 0, 2
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1::3, -2:] = 0
+    input_ids[1::3, -2:] = 1
+    mlm_labels = torch.full_like(input_ids, -100)
+    mlm_labels[:, 2:4] = input_ids[:, 2:4]
+    local = WORLD_BATCH // world_size
+    rows = torch.arange(WORLD_BATCH)
+    block_start = rows // local * local
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": torch.randn(WORLD_BATCH, 3, 32, 32, generator=generator, dtype=torch.float64),
+        "mlm_input_ids": torch.where(mlm_labels != -100, MASK_ID, input_ids),
+        "mlm_labels": mlm_labels,
+        "mlsc_input_ids": input_ids.index_fill(1, torch.tensor([1, 3]), MASK_ID),
+        "itm_labels": (rows % 2 == 0).long(),
+        # global index of the next row inside the same rank's block
+        "itm_negative_indices": block_start + (rows - block_start + 1) % local,
+        "patch_keep_indices": torch.stack([torch.randperm(16, generator=generator)[:3] for _ in range(WORLD_BATCH)]),
+    }
+
+
+def local_slice(batch: dict, rank: int, world_size: int) -> dict:
+    local = WORLD_BATCH // world_size
+    part = {key: value[rank * local : (rank + 1) * local] for key, value in batch.items()}
+    part["itm_negative_indices"] = part["itm_negative_indices"] - rank * local  # indices into the local batch
+    return part
+
+
+def main(out_path: str):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    try:
+        model = DistributedDataParallel(build_model())
+        output = model(**local_slice(global_batch(world_size), rank, world_size))
+        output.loss.backward()  # DDP averages the gradients over ranks
+
+        # Each rank's loss is the mean over its own rows: the mean over ranks is the global batch's mean.
+        terms = torch.stack([output.loss.detach(), *(value.detach() for value in output.loss_info.values())])
+        dist.all_reduce(terms)
+        terms /= world_size
+        if rank == 0:
+            names = ["loss", *output.loss_info.keys()]
+            torch.save(
+                {
+                    "losses": dict(zip(names, terms)),
+                    "itc_logits_shape": tuple(output.itc_logits_per_text.shape),
+                    "grads": {name: p.grad for name, p in model.module.named_parameters()},
+                },
+                out_path,
+            )
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main(sys.argv[1])

@@ -1,0 +1,51 @@
+"""Two gloo ranks on CPU give the loss and the gradients of one process on the whole batch (losses.py docstring).
+
+Why they must be equal: rank r's loss is the mean over its own rows, its contrastive rows scored against the batch
+gathered from both ranks; the all-gather's backward returns to each rank the gradients that *every* rank's loss
+sends to its features; DDP then averages the parameter gradients over ranks. So the gradient is that of
+mean_r(L_r), and with equal local batches mean_r(L_r) is the global mean over all rows, i.e. the single-process loss.
+ITM negatives are drawn within a rank, and the MLM mean is over masked tokens, so the batch fixes ITM pairs inside
+each rank's rows and masks the same number of tokens per row (see `distributed_worker.global_batch`).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from distributed_worker import WORLD_BATCH, build_model, global_batch
+
+HERE = Path(__file__).parent
+
+
+def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
+    out = tmp_path / "rank0.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(HERE / "distributed_worker.py"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    distributed = torch.load(out)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_model()
+        output = model(**global_batch(world_size=2))  # the single process sees the whole batch
+        output.loss.backward()
+    finally:
+        torch.set_num_threads(threads)
+
+    assert distributed["itc_logits_shape"] == (WORLD_BATCH // 2, WORLD_BATCH)  # local rows vs gathered columns
+    expected = {"loss": output.loss, **output.loss_info}
+    assert distributed["losses"].keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(distributed["losses"][name], value.detach(), rtol=1e-9, atol=1e-12, msg=name)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(distributed["grads"][name], param.grad, rtol=1e-7, atol=1e-12, msg=name)
