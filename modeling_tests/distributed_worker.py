@@ -90,8 +90,31 @@ def main(out_path: str):
                 },
                 out_path,
             )
+        uneven_contrast(out_path, rank)
     finally:
         dist.destroy_process_group()
+
+
+def uneven_features():
+    """Feature rows of a global batch of 8 that the ranks split 3 + 5, as after the collator drops bad files."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(8, 6, generator=generator, dtype=torch.float64), torch.randn(
+        8, 6, generator=generator, dtype=torch.float64
+    )
+
+
+def uneven_contrast(out_path: str, rank: int):
+    from transformers_scl.losses import image_text_contrastive_loss
+
+    text, image = uneven_features()
+    rows = slice(0, 3) if rank == 0 else slice(3, 8)
+    text, image = text[rows].requires_grad_(), image[rows].requires_grad_()
+    loss, logits_per_text, _ = image_text_contrastive_loss(text, image, 0.07, return_logits=True)
+    loss.backward()
+    torch.save(
+        {"loss": loss.detach(), "logits_per_text": logits_per_text.detach(), "text_grad": text.grad},
+        f"{out_path}.uneven{rank}",
+    )
 
 
 if __name__ == "__main__":

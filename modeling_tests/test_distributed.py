@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 import torch
-from distributed_worker import WORLD_BATCH, build_model, global_batch
+from distributed_worker import WORLD_BATCH, build_model, global_batch, uneven_features
+from torch.nn import functional as F
+
+from transformers_scl.losses import image_text_contrastive_loss
 
 HERE = Path(__file__).parent
 
@@ -49,3 +52,22 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
         torch.testing.assert_close(distributed["losses"][name], value.detach(), rtol=1e-9, atol=1e-12, msg=name)
     for name, param in model.named_parameters():
         torch.testing.assert_close(distributed["grads"][name], param.grad, rtol=1e-7, atol=1e-12, msg=name)
+
+    # Uneven local batches (3 + 5 rows): the gather pads and unpads, and each rank's labels point at its own columns.
+    text, image = uneven_features()
+    text.requires_grad_()
+    _, logits_per_text, logits_per_image = image_text_contrastive_loss(text, image, 0.07, return_logits=True)
+    ranks = [torch.load(f"{out}.uneven{rank}") for rank in (0, 1)]
+    torch.testing.assert_close(torch.cat([r["logits_per_text"] for r in ranks]), logits_per_text.detach())
+    for rank, rows in ((0, slice(0, 3)), (1, slice(3, 8))):
+        labels = torch.arange(8)[rows]
+        local = F.cross_entropy(logits_per_text[rows], labels) + F.cross_entropy(logits_per_image[rows], labels)
+        torch.testing.assert_close(ranks[rank]["loss"], local.detach())
+    # The gradient each rank gets for its rows is that of the sum of both ranks' losses.
+    total = sum(
+        F.cross_entropy(logits_per_text[rows], torch.arange(8)[rows])
+        + F.cross_entropy(logits_per_image[rows], torch.arange(8)[rows])
+        for rows in (slice(0, 3), slice(3, 8))
+    )
+    (grad,) = torch.autograd.grad(total, text)
+    torch.testing.assert_close(torch.cat([r["text_grad"] for r in ranks]), grad)

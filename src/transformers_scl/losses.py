@@ -26,34 +26,46 @@ def _rank() -> int:
     return dist.get_rank() if _is_distributed() else 0
 
 
+def _local_batch_sizes(local_batch: int, device: torch.device) -> list[int]:
+    """Every rank's batch size. They can differ: the collator drops undecodable examples (data issue, item 3)."""
+    sizes = torch.zeros(dist.get_world_size(), dtype=torch.long, device=device)
+    sizes[dist.get_rank()] = local_batch
+    dist.all_reduce(sizes)
+    return sizes.tolist()
+
+
 class _AllGatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every rank's gradient for this rank's slice.
 
     Written out instead of `torch.distributed.nn.functional.all_gather` (deprecated), whose gloo backward scrambles
     non-contiguous gradients (torch 2.14: the all-to-all writes into `empty_like` buffers with the gradient's strides),
-    which is exactly what a transposed similarity matrix produces.
+    which is exactly what a transposed similarity matrix produces. Ranks may hold different batch sizes: rows are
+    padded to the largest for the collective and the padding is dropped again.
     """
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        ctx.rank, ctx.local_batch = dist.get_rank(), tensor.shape[0]
-        gathered = [
-            torch.empty_like(tensor, memory_format=torch.contiguous_format) for _ in range(dist.get_world_size())
-        ]
-        dist.all_gather(gathered, tensor.contiguous())
-        return torch.cat(gathered, dim=0)
+        sizes = _local_batch_sizes(tensor.shape[0], tensor.device)
+        largest = max(sizes)
+        padded = tensor.new_zeros((largest, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        gathered = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(gathered, padded)
+        ctx.start = sum(sizes[: dist.get_rank()])
+        ctx.local_batch = tensor.shape[0]
+        return torch.cat([rows[:size] for rows, size in zip(gathered, sizes)], dim=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.clone(memory_format=torch.contiguous_format)  # never reduce in place into autograd's buffer
         dist.all_reduce(grad)  # Σ over ranks of ∂L_rank/∂(gathered batch)
-        return grad[ctx.rank * ctx.local_batch : (ctx.rank + 1) * ctx.local_batch]
+        return grad[ctx.start : ctx.start + ctx.local_batch]
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` from every rank along dim 0; gradients flow back to every rank's own slice.
 
-    Identity when `torch.distributed` is not initialised or has one rank. Every rank must pass the same shape.
+    Identity when `torch.distributed` is not initialised or has one rank. Ranks may hold different numbers of rows.
     """
     if not _is_distributed():
         return tensor
@@ -61,8 +73,12 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_labels(local_batch: int, device: torch.device | None = None) -> torch.Tensor:
-    """Target column of each local row in the gathered batch: `rank * local_batch + i` (ranks concatenate in order)."""
-    return torch.arange(local_batch, device=device) + _rank() * local_batch
+    """Target column of each local row in the gathered batch: its offset among the ranks' rows, concatenated in
+    rank order."""
+    offset = 0
+    if _is_distributed():
+        offset = sum(_local_batch_sizes(local_batch, device or torch.device("cpu"))[: _rank()])
+    return torch.arange(local_batch, device=device) + offset
 
 
 def image_text_contrastive_loss(

@@ -17,12 +17,13 @@ from transformers.activations import ACT2FN
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_scl import SCLConfig, SCLVisionConfig
+from .losses import NORM_EPS, contrastive_labels, image_text_contrastive_loss, semantic_completion_loss
 
 logger = logging.get_logger(__name__)
 
@@ -154,7 +155,11 @@ class SCLVisionEmbeddings(nn.Module):
         self.num_patches = config.num_patches
         self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.patch_embedding = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size, bias=False
+            config.num_channels,
+            config.hidden_size,
+            kernel_size=config.patch_size,
+            stride=config.patch_size,
+            bias=False,
         )
         self.position_embedding = nn.Embedding(self.num_patches + 1, config.hidden_size)
         # spec §1.2: one learned row per frame; images are 1-frame videos and get row 0 on every token.
@@ -244,7 +249,14 @@ class SCLVisionAttention(nn.Module):
                 return states.transpose(1, 2).reshape(batch_size, self.num_heads, num_frames * seq_len, -1)
 
             cls_output, _ = attention(
-                self, cls_query, all_frames(key), all_frames(value), None, scaling=self.scale, dropout=dropout, **kwargs
+                self,
+                cls_query,
+                all_frames(key),
+                all_frames(value),
+                None,
+                scaling=self.scale,
+                dropout=dropout,
+                **kwargs,
             )
             cls_output = cls_output.reshape(batch_size, num_frames, 1, dim)
             output = torch.cat([cls_output, output[:, :, 1:]], dim=2)
@@ -367,7 +379,9 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         self.intermediate = SCLIntermediate(config)
         self.output = SCLResidualOutput(config, config.intermediate_size)
 
-    def forward(self, hidden_states, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None, **kwargs):
+    def forward(
+        self, hidden_states, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None, **kwargs
+    ):
         hidden_states, self_weights = self.attention(hidden_states, None, attention_mask, **kwargs)
         hidden_states, cross_weights = self.crossattention(
             hidden_states, encoder_hidden_states, encoder_attention_mask, **kwargs
@@ -511,10 +525,14 @@ class SCLVisionModel(SCLPreTrainedModel):
 
     def _as_video(self, pixel_values, pixel_values_videos) -> torch.Tensor:
         if (pixel_values is None) == (pixel_values_videos is None):
-            raise ValueError("Pass exactly one of `pixel_values` (B, 3, H, W) or `pixel_values_videos` (B, F, 3, H, W).")
+            raise ValueError(
+                "Pass exactly one of `pixel_values` (B, 3, H, W) or `pixel_values_videos` (B, F, 3, H, W)."
+            )
         if pixel_values is not None:
             if pixel_values.dim() != 4:
-                raise ValueError(f"`pixel_values` must be (batch, channels, height, width), got {tuple(pixel_values.shape)}.")
+                raise ValueError(
+                    f"`pixel_values` must be (batch, channels, height, width), got {tuple(pixel_values.shape)}."
+                )
             video = pixel_values.unsqueeze(1)  # spec §1.2: an image is a 1-frame video
         else:
             if pixel_values_videos.dim() != 5:
@@ -525,13 +543,19 @@ class SCLVisionModel(SCLPreTrainedModel):
             video = pixel_values_videos
         _, num_frames, channels, height, width = video.shape
         if channels != self.config.num_channels:
-            raise ValueError(f"Expected {self.config.num_channels} image channels, got {channels} (shape {tuple(video.shape)}).")
+            raise ValueError(
+                f"Expected {self.config.num_channels} image channels, got {channels} (shape {tuple(video.shape)})."
+            )
         if num_frames > self.config.max_frames:
-            raise ValueError(f"Got {num_frames} frames but the temporal embedding has max_frames={self.config.max_frames}.")
+            raise ValueError(
+                f"Got {num_frames} frames but the temporal embedding has max_frames={self.config.max_frames}."
+            )
         if num_frames < 1:
             raise ValueError("A video needs at least one frame.")
         if height % self.config.patch_size or width % self.config.patch_size:
-            raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {self.config.patch_size}.")
+            raise ValueError(
+                f"Image size {height}x{width} is not divisible by the patch size {self.config.patch_size}."
+            )
         return video
 
     @can_return_tuple
@@ -571,7 +595,9 @@ class SCLVisionModel(SCLPreTrainedModel):
                 raise ValueError(
                     f"`patch_keep_indices` must be (batch={batch_size}, kept), got {tuple(patch_keep_indices.shape)}."
                 )
-            if patch_keep_indices.numel() and (patch_keep_indices.min() < 0 or patch_keep_indices.max() >= num_patches):
+            if patch_keep_indices.numel() and (
+                patch_keep_indices.min() < 0 or patch_keep_indices.max() >= num_patches
+            ):
                 raise ValueError(f"`patch_keep_indices` must lie in [0, {num_patches}).")
 
         hidden_states = self.embeddings(video, interpolate_pos_encoding, patch_keep_indices)
@@ -721,7 +747,9 @@ class SCLModel(SCLPreTrainedModel):
                 text_states += (text,)
                 image_states += (image,)
             if output_attentions:
-                attentions = tuple(a + (w,) for a, w in zip(attentions, (text_self, text_cross, image_self, image_cross)))
+                attentions = tuple(
+                    a + (w,) for a, w in zip(attentions, (text_self, text_cross, image_self, image_cross))
+                )
 
         pooler_output = None
         if text is not None and image is not None:
@@ -896,7 +924,10 @@ def _from_vision_text_pretrained(cls, vision_path, text_path, image_size, output
     vision_config = _vision_config_from_clip(clip_config, image_size, vision_kwargs.get("max_frames", 8))
     text_tower = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
     config = SCLConfig(
-        text_config=text_tower.config.to_dict(), vision_config=vision_config.to_dict(), image_size=image_size, **config_kwargs
+        text_config=text_tower.config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_size=image_size,
+        **config_kwargs,
     )
     model = cls(config)
     base = getattr(model, model.base_model_prefix, model)
@@ -941,8 +972,6 @@ def resize_position_embedding(weight: torch.Tensor, new_grid: int) -> torch.Tens
 # ---------------------------------------------------------------------------------------------------------------------
 # Pre-training (spec §2): MLM + ITM + ITC + masked vision / language semantic completion
 # ---------------------------------------------------------------------------------------------------------------------
-
-from .losses import contrastive_labels, image_text_contrastive_loss, semantic_completion_loss  # noqa: E402
 
 
 @dataclass
@@ -1330,9 +1359,6 @@ class SCLForPreTraining(SCLPreTrainedModel):
 # Downstream heads (spec §3.1): VQA, NLVR2, image/video–text retrieval, and zero-shot classification through ITC
 # ---------------------------------------------------------------------------------------------------------------------
 
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput  # noqa: E402
-
-from .losses import NORM_EPS  # noqa: E402
 
 VQA_NUM_ANSWERS = 3129  # spec §3.2: VQAv2 answers given at least 9 times (`vqav2_label_size`)
 NLVR2_ID2LABEL = {0: "False", 1: "True"}
