@@ -155,7 +155,7 @@ def peak_memory_worker(kind, size_name, batch, text_length):
 
 def peak_memory(kind, args):
     command = [sys.executable, __file__, "--memory-worker", kind, "--size", args.size, "--batch", str(args.batch)]
-    command += ["--text-length", str(args.text_length)]
+    command += ["--text-length", str(args.text_length)] + (["--threads", str(args.threads)] if args.threads else [])
     result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
@@ -166,8 +166,11 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--text-length", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--memory-worker", choices=["scl", "bridgetower"])
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_worker:
         return peak_memory_worker(args.memory_worker, args.size, args.batch, args.text_length)
 

@@ -95,14 +95,8 @@ def check_square_size(size: SizeDict | None) -> None:
         )
 
 
-class SCLImageProcessorPil(PilBackend):
-    r"""
-    SCL image processor (PIL/NumPy backend): square bicubic resize to `size` (default 288x288), rescale by 1/255, CLIP
-    normalization (spec §1.2 `clip_test`). Outputs `pixel_values` of shape (B, 3, H, W).
-
-    Accepts PIL images, numpy arrays, torch tensors and local image file paths. Grayscale and RGBA inputs are converted
-    to RGB; other channel counts are rejected.
-    """
+class SCLImageProcessingMixin:
+    """What both backends share: the transform's defaults, file and batch handling, and the square-size check."""
 
     model_input_names = ["pixel_values"]
     resample = PILImageResampling.BICUBIC
@@ -124,18 +118,28 @@ class SCLImageProcessorPil(PilBackend):
     def _prepare_images_structure(self, images, expected_ndims: int = 3) -> list:
         return flatten_images(self.fetch_images(images))
 
-    def process_image(self, image, *args, **kwargs) -> np.ndarray:
-        if _is_array(image) and image.ndim == 2:
-            # PilBackend's RGB conversion cannot infer the layout of an (H, W) array: make it (H, W, 1)
-            image = image[..., None]
-        return super().process_image(image, *args, **kwargs)
-
     def _validate_preprocess_kwargs(self, size: SizeDict | None = None, do_resize: bool | None = None, **kwargs):
         if do_resize:
             check_square_size(size)
         super()._validate_preprocess_kwargs(size=size, do_resize=do_resize, **kwargs)
 
 
+class SCLImageProcessorPil(SCLImageProcessingMixin, PilBackend):
+    """
+    SCL image processor (PIL/NumPy backend): square bicubic resize to `size` (default 288x288), rescale by 1/255, CLIP
+    normalization (spec §1.2 `clip_test`). Outputs `pixel_values` of shape (B, 3, H, W).
+
+    Accepts PIL images, numpy arrays, torch tensors and local image file paths. Grayscale and RGBA inputs are converted
+    to RGB; other channel counts are rejected.
+    """
+
+    def process_image(self, image, *args, **kwargs) -> np.ndarray:
+        if _is_array(image) and image.ndim == 2:
+            # PilBackend's RGB conversion cannot infer the layout of an (H, W) array: make it (H, W, 1)
+            image = image[..., None]
+        return super().process_image(image, *args, **kwargs)
+
+
 SCLImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["SCLImageProcessorPil"]
+__all__ = ["SCLImageProcessingMixin", "SCLImageProcessorPil"]
