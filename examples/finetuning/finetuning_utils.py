@@ -1,0 +1,221 @@
+"""What the SCL fine-tuning scripts share: model and processor loading, the optimizer, the training augmentation and
+the train/evaluate/save steps.
+
+Each `run_*.py` script imports this module from its own folder, so copy the folder, not a single script.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+import transformers
+from torch import nn
+from torchvision.transforms import v2
+from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from transformers_scl.image_processing_scl import SCLImageProcessor
+from transformers_scl.modeling_scl import resize_position_embedding
+from transformers_scl.optimization import scl_parameter_groups
+from transformers_scl.processing_scl import SCLProcessor
+from transformers_scl.transforms import finetuning_transform
+from transformers_scl.video_processing_scl import SCLVideoProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Where the starting weights and the processor come from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "An SCL checkpoint: a pre-training output (`run_pretraining.py`), a converted original checkpoint "
+            "(`scl-convert-original`) or a fine-tuned model. Task heads missing from it are newly initialised."
+        },
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "An SCL config (folder or config.json) to train from scratch instead (tests, ablations)."},
+    )
+    processor_name: str | None = field(
+        default=None, metadata={"help": "Folder or Hub id of the SCLProcessor (default: `model_name_or_path`)."}
+    )
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are stored."})
+
+    def __post_init__(self):
+        if (self.model_name_or_path is None) == (self.config_name is None):
+            raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) or --config_name (from scratch).")
+        if self.processor_name is None:
+            if self.model_name_or_path is None:
+                raise ValueError("--config_name trains from scratch and needs --processor_name for the tokenizer.")
+            self.processor_name = self.model_name_or_path
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info(f"Training/evaluation parameters {training_args}")
+
+
+def set_image_size(model: nn.Module, image_size: int) -> None:
+    """Fine-tune at `image_size`: resize the position table bicubically once, as the reference does when loading a
+    pre-trained checkpoint at a new resolution (spec §3.2 `adapt_position_encoding`, e.g. 288 -> 384 px)."""
+    config = model.config
+    vision_config = config.vision_config
+    if image_size % vision_config.patch_size:
+        raise ValueError(f"--image_size {image_size} is not a multiple of the patch size {vision_config.patch_size}.")
+    if vision_config.image_size == image_size:
+        config.image_size = image_size
+        return
+    embeddings = model.base_model.vision_model.embeddings
+    old = embeddings.position_embedding
+    grid = image_size // vision_config.patch_size
+    new = nn.Embedding(grid * grid + 1, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(resize_position_embedding(old.weight, grid))
+    logger.info(f"Resized position embeddings from {vision_config.image_size}px to {image_size}px ({grid}x{grid}).")
+    embeddings.position_embedding = new
+    embeddings.num_patches = grid * grid
+    vision_config.image_size = image_size
+    config.image_size = image_size
+
+
+def load_model(model_class: type, model_args: ModelArguments, image_size: int, **config_overrides) -> nn.Module:
+    """`model_class` from a checkpoint (missing task heads are newly initialised) or from a config, at `image_size`."""
+    if model_args.model_name_or_path is not None:
+        model = model_class.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            cache_dir=model_args.cache_dir,
+            **config_overrides,
+        )
+    else:
+        config = AutoConfig.from_pretrained(model_args.config_name, **config_overrides)
+        model = model_class(config)
+    set_image_size(model, image_size)
+    return model
+
+
+def load_processor(model_args: ModelArguments, image_size: int, num_frames: int | None = None) -> SCLProcessor:
+    """The SCLProcessor, its eval transform set to `image_size` (and `num_frames` for videos), so the saved processor
+    preprocesses exactly as evaluation did."""
+    # The sub-processors are loaded by class, so this works whether or not the Auto classes know SCL.
+    kwargs = {"revision": model_args.model_revision, "cache_dir": model_args.cache_dir}
+    processor = SCLProcessor(
+        SCLImageProcessor.from_pretrained(model_args.processor_name, **kwargs),
+        SCLVideoProcessor.from_pretrained(model_args.processor_name, **kwargs),
+        AutoTokenizer.from_pretrained(model_args.processor_name, **kwargs),
+    )
+    size = {"height": image_size, "width": image_size}
+    processor.image_processor.size = size
+    processor.video_processor.size = size
+    if num_frames is not None:
+        processor.video_processor.num_frames = num_frames
+    return processor
+
+
+def train_image_transform(image_size: int, randaugment: bool) -> v2.Compose:
+    """spec §3.2 training augmentation (`clip_randaug`): RandAugment(2, 9) + RandomResizedCrop(0.9-1.0), no flip.
+
+    `randaugment=False` keeps only the crop: the synthetic data's answers and captions are colours, which
+    RandAugment's colour operations (solarize, posterize, colour) would falsify.
+    """
+    transform = finetuning_transform(image_size)
+    if not randaugment:
+        transform = v2.Compose([t for t in transform.transforms if not isinstance(t, v2.RandAugment)])
+    return transform
+
+
+def use_randaugment(randaugment: bool | None, dataset: str) -> bool:
+    """The `--randaugment` default: on (the reference recipe), except for the synthetic colour-shape data."""
+    return dataset != "synthetic" if randaugment is None else randaugment
+
+
+@dataclass
+class SCLFinetuningArguments(TrainingArguments):
+    """`TrainingArguments` plus the learning-rate multipliers of spec §3.2, with SCL's shared defaults.
+
+    The per-task scripts subclass this to set their reference hyper-parameters as defaults.
+    """
+
+    lr_mult_head: float = field(default=10.0, metadata={"help": "Learning-rate multiplier of the task head."})
+    lr_mult_cross_modal: float = field(
+        default=10.0, metadata={"help": "Learning-rate multiplier of the co-attention fusion (`cross_modal*`)."}
+    )
+    num_train_epochs: float = field(default=10.0, metadata={"help": "spec §3.2: 10 epochs for every task."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorms)."})
+    adam_beta2: float = field(default=0.98, metadata={"help": "spec §3.2: AdamW betas (0.9, 0.98)."})
+    # Examples are tokenised and decoded on the fly (`with_transform`), so Trainer must not drop the raw columns.
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep False: the collators read raw columns."}
+    )
+
+
+class SCLFinetuningTrainer(Trainer):
+    """`Trainer` whose AdamW uses spec §3.2's parameter groups: `lr_mult_head` for the task heads,
+    `lr_mult_cross_modal` for the fusion, no weight decay on biases and LayerNorms. The betas, epsilon and the linear
+    warmup/decay schedule come from the training arguments."""
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            groups = scl_parameter_groups(
+                opt_model,
+                lr=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                lr_mult_head=self.args.lr_mult_head,
+                lr_mult_cross_modal=self.args.lr_mult_cross_modal,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def train_evaluate_save(
+    trainer: Trainer,
+    training_args: TrainingArguments,
+    card_kwargs: dict,
+    num_train_samples: int | None = None,
+    num_eval_samples: int | None = None,
+) -> dict:
+    """Train (resuming from the last checkpoint if any), save, evaluate, and push or write a model card."""
+    metrics = {}
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(training_args.output_dir):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # also saves the processor (`processing_class`)
+        train_metrics = dict(result.metrics)
+        if num_train_samples is not None:
+            train_metrics["train_samples"] = num_train_samples
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        metrics.update(train_metrics)
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate()
+        if num_eval_samples is not None:
+            eval_metrics["eval_samples"] = num_eval_samples
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    elif training_args.do_train:
+        trainer.create_model_card(**card_kwargs)
+    return metrics
