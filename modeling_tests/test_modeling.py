@@ -527,3 +527,23 @@ def test_from_vision_text_pretrained_loads_clip_and_roberta(tmp_path):
     torch.testing.assert_close(positions[0], clip.vision_model.embeddings.position_embedding.weight[0])
     out = model.eval()(**make_inputs(size=48, num_frames=2))
     assert out.pooler_output.shape == (2, 64)
+
+
+def test_task_models_build_from_vision_text_pretrained(tmp_path):
+    from transformers_scl import SCLForPreTraining
+
+    clip, _ = _tiny_clip_and_roberta(tmp_path)
+    model = SCLForPreTraining.from_vision_text_pretrained(
+        str(tmp_path / "clip"),
+        str(tmp_path / "roberta"),
+        image_size=32,
+        hidden_size=32,
+        num_fusion_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        itc_projection_dim=16,
+    )
+    assert isinstance(model, SCLForPreTraining)
+    torch.testing.assert_close(
+        model.scl.vision_model.encoder.layers[0].mlp.fc1.weight, clip.vision_model.encoder.layers[0].mlp.fc1.weight
+    )

@@ -484,6 +484,25 @@ class SCLPreTrainedModel(PreTrainedModel):
         elif hasattr(module, "itc_temperature"):
             init.constant_(module.itc_temperature, self.config.itc_temperature_init)
 
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        image_size: int = 288,
+        output_loading_info: bool = False,
+        **config_kwargs,
+    ):
+        """Build an SCL model (any SCL class) whose towers come from a transformers CLIP checkpoint and a RoBERTa checkpoint.
+
+        The CLIP vision tower loses its last block (spec §1.2) and its position grid is resized bicubically to
+        `image_size`. Fusion and heads are freshly initialised. Returns the model, plus a dict of the missing and
+        unexpected keys of each tower if `output_loading_info`.
+        """
+        return _from_vision_text_pretrained(
+            cls, vision_model_name_or_path, text_model_name_or_path, image_size, output_loading_info, **config_kwargs
+        )
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save with a complete `auto_map`, so every SCL Auto class loads the folder with `trust_remote_code=True`."""
         config = getattr(self.config, "vision_config", None) and self.config  # the composite config only
@@ -876,27 +895,6 @@ class SCLModel(SCLPreTrainedModel):
                 *outputs.attentions,
             )
         return outputs
-
-    # -- loading pre-trained towers ----------------------------------------------------------------------------------
-
-    @classmethod
-    def from_vision_text_pretrained(
-        cls,
-        vision_model_name_or_path: str,
-        text_model_name_or_path: str,
-        image_size: int = 288,
-        output_loading_info: bool = False,
-        **config_kwargs,
-    ):
-        """Build an SCL model whose towers come from a transformers CLIP checkpoint and a RoBERTa checkpoint.
-
-        The CLIP vision tower loses its last block (spec §1.2) and its position grid is resized bicubically to
-        `image_size`. Fusion and heads are freshly initialised. Returns the model, plus a dict of the missing and
-        unexpected keys of each tower if `output_loading_info`.
-        """
-        return _from_vision_text_pretrained(
-            cls, vision_model_name_or_path, text_model_name_or_path, image_size, output_loading_info, **config_kwargs
-        )
 
 
 def _vision_config_from_clip(clip_config, image_size: int, max_frames: int) -> SCLVisionConfig:

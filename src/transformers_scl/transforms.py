@@ -53,16 +53,18 @@ def _to_normalized_float() -> list:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)]
 
 
-def pretraining_transform(size: int = 288) -> v2.Compose:
+def pretraining_transform(size: int = 288, horizontal_flip: bool = True) -> v2.Compose:
     """
     Pre-training augmentation, spec §1.2 `clip`: RandomResizedCrop(size, scale=(0.8, 1.0), bicubic) and a horizontal
     flip, then CLIP normalization. 288 px for image-text pre-training, 224 px for video (spec §1.2).
+    `horizontal_flip=False` drops the flip, for captions that say left or right.
     """
+    flip = [v2.RandomHorizontalFlip()] if horizontal_flip else []
     return v2.Compose(
         [
             *_to_tensor_image(),
             v2.RandomResizedCrop((size, size), scale=(0.8, 1.0), interpolation=BICUBIC, antialias=True),
-            v2.RandomHorizontalFlip(),
+            *flip,
             *_to_normalized_float(),
         ]
     )
