@@ -48,7 +48,9 @@ def scl_model(size, attn="sdpa"):
         ),
         vision_config=dict(
             hidden_size=size["hidden"],
-            num_hidden_layers=size["uni_layers"] - 1,  # CLIP's last block dropped, as BridgeTower's remove_last_layer
+            # BridgeTower pairs every text layer with a ViT block, so it cannot run SCL's 11-block ViT beside a 12-layer
+            # RoBERTa: both get the same 12-block ViT here (SCL's default 11 blocks are 1/12 cheaper still).
+            num_hidden_layers=size["uni_layers"],
             num_attention_heads=size["heads"],
             intermediate_size=size["intermediate"],
             image_size=size["image"],
@@ -74,7 +76,6 @@ def bridgetower_model(size):
         vision_config=dict(
             hidden_size=size["hidden"],
             num_hidden_layers=size["uni_layers"],
-            remove_last_layer=True,  # the same 11-block ViT as SCL (spec §9.1)
             image_size=size["image"],
             patch_size=16,
         ),
