@@ -915,6 +915,8 @@ def _vision_config_from_clip(clip_config, image_size: int, max_frames: int) -> S
 
 
 def _from_vision_text_pretrained(cls, vision_path, text_path, image_size, output_loading_info, **config_kwargs):
+    if issubclass(cls, SCLVisionModel):
+        raise TypeError("from_vision_text_pretrained builds a two-tower SCL model; SCLVisionModel is one tower.")
     from transformers import CLIPVisionModel
 
     clip_config = AutoConfig.from_pretrained(vision_path)
