@@ -465,7 +465,8 @@ class SCLPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["SCLVisionEncoderLayer", "RobertaLayer", "SCLCrossLayer"]
-    # The pre-training loss is a sum of batch means: Trainer must not rescale it by token counts (HF notes §3.4).
+    # The pre-training loss is a sum of batch means: Trainer must not rescale it by token counts (its
+    # `num_items_in_batch` path would scale it by the accumulation steps and the world size).
     accepts_loss_kwargs = False
 
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """Two-stage image/video–text retrieval: ITC over every pair, then cross-encoder re-ranking of each query's top-k.
 
 The reference ranks every (image, text) pair with the fusion model, 125M fusion passes on COCO 5k (spec §3.1, §7.2
-item 7), and leaves its `candidate_N` unused. Here (the ALBEF recipe, HF_V5_NOTES §4):
+item 7), and leaves its `candidate_N` unused. Here (the ALBEF recipe):
 
 1. every image (or video) and every text is encoded **once** (`encode_images`, `encode_texts`), keeping the unimodal
    tokens that fusion consumes and the L2-normalised ITC embeddings;

@@ -19,7 +19,7 @@ def evaluate_module_path(name: str) -> str:
     """Absolute path of a bundled `evaluate` module directory, to pass to `evaluate.load`.
 
     Absolute because `evaluate` reads a relative path with at most one "/" that it cannot find from the working
-    directory as a Hub id (HF_V5_NOTES §5).
+    directory as a Hub id.
     """
     if name not in EVALUATE_MODULE_NAMES:
         raise ValueError(f"Unknown evaluate module {name!r}; available: {', '.join(EVALUATE_MODULE_NAMES)}")

@@ -1,7 +1,7 @@
 """Image–text retrieval recall@K with several ground-truth captions per image (ALBEF/METER `itm_eval` protocol).
 
 For an image query the rank is the best position of any of its captions in the caption list sorted by descending
-score; for a caption query it is the position of its one image. `R@K = 100 * mean(rank < K)` (HF_V5_NOTES §5).
+score; for a caption query it is the position of its one image. `R@K = 100 * mean(rank < K)`.
 
 Ties are broken against the ground truth: the rank counts every non-ground-truth candidate whose score is greater
 than *or equal to* the best ground-truth score. The result is deterministic and never flatters a model: a model that

@@ -1,6 +1,6 @@
 """VQAv2 accuracy: the official answer normalisation and 10-human consensus score, plus the training-time score.
 
-The semantics follow the official VQAv2 evaluation (`vqaEval.py`, Agrawal et al.; summarised in HF_V5_NOTES §5),
+The semantics follow the official VQAv2 evaluation (`vqaEval.py`, Agrawal et al.),
 re-implemented here from its description:
 
 * every answer is normalised (`normalize_vqa_answer`);
