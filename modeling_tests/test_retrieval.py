@@ -225,3 +225,33 @@ def test_evaluation_refuses_a_model_in_training_mode(gallery):
         evaluate_retrieval(
             SCLForImageTextRetrieval(tiny_config()), input_ids, attention_mask, pixel_values, txt2img=txt2img
         )
+
+
+def test_two_ranks_shard_the_re_ranking_and_return_the_single_process_scores(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from retrieval_worker import build
+
+    out = tmp_path / "scores"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(Path(__file__).parent / "retrieval_worker.py"), str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, input_ids, attention_mask, pixel_values, txt2img = build()
+    with torch.no_grad():
+        single = evaluate_retrieval(
+            model, input_ids, attention_mask, pixel_values, txt2img=txt2img, k=3, pair_batch_size=4, progress=False
+        )
+    for rank in (0, 1):
+        shard = torch.load(f"{out}.rank{rank}")
+        torch.testing.assert_close(shard["scores_i2t"], single.scores_i2t)
+        torch.testing.assert_close(shard["scores_t2i"], single.scores_t2i)
+        assert shard["metrics"] == pytest.approx(single.metrics)
