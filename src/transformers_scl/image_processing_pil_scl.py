@@ -95,10 +95,10 @@ def check_square_size(size: SizeDict | None) -> None:
         )
 
 
-class SCLImageProcessingMixin:
-    """What both backends share: the transform's defaults, file and batch handling, and the square-size check."""
+class SCLEvalTransformDefaults:
+    """The eval transform of spec §1.2 `clip_test` (square bicubic resize, rescale, CLIP normalization), as processor
+    defaults; the image processors and the video processor (every frame) share them."""
 
-    model_input_names = ["pixel_values"]
     resample = PILImageResampling.BICUBIC
     image_mean = OPENAI_CLIP_MEAN
     image_std = OPENAI_CLIP_STD
@@ -109,8 +109,14 @@ class SCLImageProcessingMixin:
     do_rescale = True
     rescale_factor = 1 / 255
     do_normalize = True
-    do_pad = False
     do_convert_rgb = True
+
+
+class SCLImageProcessingMixin(SCLEvalTransformDefaults):
+    """What both image backends share: the transform's defaults, file and batch handling, and the square-size check."""
+
+    model_input_names = ["pixel_values"]
+    do_pad = False
 
     def fetch_images(self, image_url_or_urls):
         return fetch_image_files(image_url_or_urls, super().fetch_images)
@@ -142,4 +148,4 @@ class SCLImageProcessorPil(SCLImageProcessingMixin, PilBackend):
 
 SCLImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["SCLImageProcessingMixin", "SCLImageProcessorPil"]
+__all__ = ["SCLEvalTransformDefaults", "SCLImageProcessingMixin", "SCLImageProcessorPil"]

@@ -9,13 +9,18 @@ import numpy as np
 import PIL.Image
 import torch
 from transformers.image_transforms import convert_to_rgb as convert_pil_to_rgb
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict
+from transformers.image_utils import SizeDict
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .image_processing_pil_scl import DEFAULT_IMAGE_SIZE, VALID_CHANNEL_COUNTS, check_image_array, check_square_size
+from .image_processing_pil_scl import (
+    VALID_CHANNEL_COUNTS,
+    SCLEvalTransformDefaults,
+    check_image_array,
+    check_square_size,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -251,7 +256,7 @@ def _split_videos(videos: Any) -> tuple[list, bool]:
     )
 
 
-class SCLVideoProcessor(BaseVideoProcessor):
+class SCLVideoProcessor(SCLEvalTransformDefaults, BaseVideoProcessor):
     r"""
     SCL video processor. Decodes videos with PyAV (from a path, bytes or a file-like object) or takes decoded frames,
     samples `num_frames` frames (default 4, at most `max_frames` = 8; spec §1.2), and gives every frame exactly the
@@ -265,17 +270,6 @@ class SCLVideoProcessor(BaseVideoProcessor):
 
     valid_kwargs = SCLVideoProcessorKwargs
     model_input_names = ["pixel_values_videos"]
-    resample = PILImageResampling.BICUBIC
-    image_mean = OPENAI_CLIP_MEAN
-    image_std = OPENAI_CLIP_STD
-    size = DEFAULT_IMAGE_SIZE
-    default_to_square = True
-    do_resize = True
-    do_center_crop = False
-    do_rescale = True
-    rescale_factor = 1 / 255
-    do_normalize = True
-    do_convert_rgb = True
     do_sample_frames = True
     num_frames = 4  # spec §1.2: 4 frames for pre-training, MSRVTT and LSMDC
     max_frames = 8  # spec §1.2: the temporal embedding has 8 rows
