@@ -13,18 +13,16 @@ resident-set growth of a fresh subprocess per variant during its training steps 
 """
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from types import SimpleNamespace
 
 import torch
+from memory import resident_set_during  # benchmarks/memory.py
 from transformers import BridgeTowerConfig, BridgeTowerModel
 
 from transformers_scl import SCLConfig, SCLModel
@@ -131,32 +129,19 @@ def interleaved_medians(variants, repeats, backward):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def peak_memory_worker(kind, size_name, batch, text_length):
     """Subprocess entry: peak resident-set growth (MiB) over two forward+backward steps, sampled every 2 ms."""
     size = SIZES[size_name]
     model = bridgetower_model(size) if kind == "bridgetower" else scl_model(size)
     model.train()
     inputs = make_inputs(size, batch, text_length, bridgetower=kind == "bridgetower")
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # return construction temporaries to the OS first
-    baseline, peak, done = current_rss_mib(), [0.0], threading.Event()
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], current_rss_mib())
-            time.sleep(0.002)
+    def two_steps():
+        for _ in range(2):
+            time_step(model, inputs, backward=True)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    for _ in range(2):
-        time_step(model, inputs, backward=True)
-    done.set()
-    sampler.join()
-    print(json.dumps({"peak_mib": peak[0] - baseline}))
+    baseline, peak = resident_set_during(two_steps)
+    print(json.dumps({"peak_mib": peak - baseline}))
 
 
 def peak_memory(kind, args):

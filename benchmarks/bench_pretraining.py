@@ -27,14 +27,11 @@ Default sizes ("mid") keep the base model's proportions at a width that runs on 
 """
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -49,6 +46,7 @@ from transformers_scl.modeling_scl import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modeling_tests"))
+from memory import resident_set_during  # noqa: E402  (benchmarks/memory.py)
 from naive_pretraining import naive_pretraining_losses  # noqa: E402
 
 SIZES = {
@@ -167,32 +165,19 @@ def interleaved_medians(model, batch, repeats, backward, device) -> dict[str, tu
     }
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def memory_worker(args):
     """Subprocess entry: peak resident set (MiB) over two training steps of one variant, sampled every 2 ms, and its
     growth over the resident set just before the first step. (`ru_maxrss` would report model construction's peak.)"""
     size = SIZES[args.size]
     model = build_model(size, "cpu")
     batch = make_batch(size, args.batch, args.frames, "cpu")
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand construction temporaries back before the baseline
-    before, peak, done = current_rss_mib(), [0.0], threading.Event()
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], current_rss_mib())
-            time.sleep(0.002)
+    def two_steps():
+        for _ in range(2):
+            run_step(model, batch, args.memory_worker)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    for _ in range(2):
-        run_step(model, batch, args.memory_worker)
-    done.set()
-    sampler.join()
-    print(json.dumps({"peak_mib": peak[0], "growth_mib": peak[0] - before}))
+    before, peak = resident_set_during(two_steps)
+    print(json.dumps({"peak_mib": peak, "growth_mib": peak - before}))
 
 
 def peak_memory(variant, args) -> dict:
