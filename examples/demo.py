@@ -232,10 +232,8 @@ query = int(sys.argv[3]) % len(records)
 with torch.no_grad():
     text = processor(text=[records[query]["caption"]], return_tensors="pt")
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-    text_embeds, _ = model.scl.encode_text(text["input_ids"], text["attention_mask"])
-    image_embeds, _ = model.scl.encode_image(pixel_values=pixels)
-    text_features = torch.nn.functional.normalize(model.itc_text_projection(text_embeds[:, 0]), dim=-1)
-    image_features = torch.nn.functional.normalize(model.itc_image_projection(image_embeds[:, 0]), dim=-1)
+    text_features = model.get_text_features(text["input_ids"], text["attention_mask"]).pooler_output
+    image_features = model.get_image_features(pixels).pooler_output
     scores = (text_features @ image_features.T)[0]
 best = int(scores.argmax())
 print(json.dumps({

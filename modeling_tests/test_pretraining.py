@@ -371,3 +371,17 @@ def test_trainer_logs_the_loss_at_its_true_scale_with_gradient_accumulation(tmp_
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged == [pytest.approx(expected, rel=1e-5)]
     assert result.training_loss == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("num_frames", [None, 2])
+def test_itc_features_for_evaluation_are_the_ones_the_itc_loss_contrasts(num_frames):
+    model = build()
+    batch = make_batch(num_frames=num_frames)
+    with torch.no_grad():
+        logits = model(**batch).itc_logits_per_text
+        text = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+        if num_frames is None:
+            image = model.get_image_features(batch["pixel_values"]).pooler_output
+        else:
+            image = model.get_video_features(batch["pixel_values_videos"]).pooler_output
+    torch.testing.assert_close(text @ image.T / model.itc_temperature, logits, atol=1e-5, rtol=1e-5)

@@ -781,19 +781,18 @@ class SCLPretrainingTrainer(Trainer):
                 return_tensors="pt",
             ).to(device)
             with self.autocast_smart_context_manager():
-                text_embeds, _ = model.scl.encode_text(encoded["input_ids"], encoded["attention_mask"])
-                text_features.append(model.itc_text_projection(text_embeds[:, 0]).float())
+                text = model.get_text_features(encoded["input_ids"], encoded["attention_mask"])
+                text_features.append(text.pooler_output.float())
         media_features = []
         media = dataset.select(shard(first_rows))
         for batch in DataLoader(media, batch_size=batch_size, collate_fn=SCLDataCollator(tokenizer, label_names=())):
             pixels = batch[PIXEL_KEYS[modality]].to(device)
-            num_frames = pixels.shape[1] if modality == "video" else 1
+            encode = model.get_video_features if modality == "video" else model.get_image_features
             with self.autocast_smart_context_manager():
-                image_embeds, _ = model.scl.encode_image(**{PIXEL_KEYS[modality]: pixels})
-                pooled = image_embeds[:, :num_frames].mean(dim=1)  # spec §2.3: mean of the frame-CLS tokens
-                media_features.append(model.itc_image_projection(pooled).float())
-        text = torch.nn.functional.normalize(gather(torch.cat(text_features), len(captions)), dim=-1)
-        media = torch.nn.functional.normalize(gather(torch.cat(media_features), len(first_rows)), dim=-1)
+                media_features.append(encode(pixels).pooler_output.float())
+        # `pooler_output` is the L2-normalised ITC embedding (spec §2.3), so the dot product is the cosine.
+        text = gather(torch.cat(text_features), len(captions))
+        media = gather(torch.cat(media_features), len(first_rows))
         recall = retrieval_recall((media @ text.T).cpu(), txt2img=text_to_image, ks=RECALL_KS)
         renamed = {}
         for k in RECALL_KS:

@@ -1073,7 +1073,85 @@ def sample_itm_negatives(
     return torch.multinomial(weights.to(rng_device), 1, generator=generator).squeeze(1).to(device)
 
 
-class SCLForPreTraining(SCLPreTrainedModel):
+class _SCLContrastiveFeatures:
+    """ITC embeddings of the models that hold `scl`, `itc_text_projection`, `itc_image_projection` and
+    `itc_temperature` (spec §2.3): unimodal text CLS / mean of the unimodal frame-CLS tokens → projection → L2 norm.
+    """
+
+    def itc_text_embeds(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """`(B, L, H)` unimodal text tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
+        return nn.functional.normalize(self.itc_text_projection(text_embeds[:, 0]), dim=-1, eps=NORM_EPS)
+
+    def itc_image_embeds(self, image_embeds: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        """`(B, F(1+N), H)` unimodal image tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
+        pooled = image_embeds[:, :num_frames].mean(dim=1)
+        return nn.functional.normalize(self.itc_image_projection(pooled), dim=-1, eps=NORM_EPS)
+
+    def get_text_features(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Returns:
+            `BaseModelOutputWithPooling` whose `pooler_output` `(B, itc_projection_dim)` is the L2-normalised ITC
+            embedding and whose `last_hidden_state` `(B, L, hidden_size)` holds the unimodal tokens that fusion
+            consumes (cache them with `attention_mask` to score pairs later).
+        """
+        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=text_embeds, pooler_output=self.itc_text_embeds(text_embeds)
+        )
+
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+            Images.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding, `last_hidden_state`
+            `(B, 1 + N, hidden_size)` the unimodal tokens that fusion consumes.
+        """
+        if pixel_values is None or pixel_values.dim() != 4:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(
+                f"`pixel_values` must be (batch, 3, height, width); got {shape}. Use get_video_features for videos."
+            )
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=image_embeds, pooler_output=self.itc_image_embeds(image_embeds)
+        )
+
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`):
+            Videos.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding (from the mean of the
+            frame-CLS tokens), `last_hidden_state` `(B, F(1 + N), hidden_size)` the unimodal tokens.
+        """
+        if pixel_values_videos is None or pixel_values_videos.dim() != 5:
+            shape = None if pixel_values_videos is None else tuple(pixel_values_videos.shape)
+            raise ValueError(f"`pixel_values_videos` must be (batch, frames, 3, height, width); got {shape}.")
+        image_embeds, _ = self.scl.encode_image(
+            pixel_values_videos=pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        itc = self.itc_image_embeds(image_embeds, num_frames=pixel_values_videos.shape[1])
+        return BaseModelOutputWithPooling(last_hidden_state=image_embeds, pooler_output=itc)
+
+    def _add_itc_heads(self, config: SCLConfig):
+        self.itc_text_projection = SCLITCProjection(config)
+        self.itc_image_projection = SCLITCProjection(config)
+        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
+        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
+
+
+class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
     r"""SCL pre-training: MLM + ITM + ITC + MVSC + MLSC (spec §2), each switched by `config.pretraining_objectives`
     and weighted by `config.<name>_weight`.
 
@@ -1109,10 +1187,7 @@ class SCLForPreTraining(SCLPreTrainedModel):
         self.scl = SCLModel(config)
         self.mlm_score = SCLMLMHead(config)
         self.itm_score = SCLITMHead(config)
-        self.itc_text_projection = SCLITCProjection(config)
-        self.itc_image_projection = SCLITCProjection(config)
-        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
-        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
+        self._add_itc_heads(config)
         self.post_init()
 
     @can_return_tuple
@@ -1679,84 +1754,6 @@ def sample_negative_text_indices(
     noise = torch.rand(batch_size, batch_size, generator=generator, device=generator.device if generator else device)
     noise.fill_diagonal_(2.0)  # above every uniform draw: a row's own text sorts last and is never picked
     return noise.argsort(dim=1)[:, :num_negatives].to(device)
-
-
-class _SCLContrastiveFeatures:
-    """ITC embeddings of the models that hold `scl`, `itc_text_projection`, `itc_image_projection` and
-    `itc_temperature` (spec §2.3): unimodal text CLS / mean of the unimodal frame-CLS tokens → projection → L2 norm.
-    """
-
-    def itc_text_embeds(self, text_embeds: torch.Tensor) -> torch.Tensor:
-        """`(B, L, H)` unimodal text tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
-        return nn.functional.normalize(self.itc_text_projection(text_embeds[:, 0]), dim=-1, eps=NORM_EPS)
-
-    def itc_image_embeds(self, image_embeds: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        """`(B, F(1+N), H)` unimodal image tokens → `(B, itc_projection_dim)` L2-normalised ITC embeddings."""
-        pooled = image_embeds[:, :num_frames].mean(dim=1)
-        return nn.functional.normalize(self.itc_image_projection(pooled), dim=-1, eps=NORM_EPS)
-
-    def get_text_features(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        Returns:
-            `BaseModelOutputWithPooling` whose `pooler_output` `(B, itc_projection_dim)` is the L2-normalised ITC
-            embedding and whose `last_hidden_state` `(B, L, hidden_size)` holds the unimodal tokens that fusion
-            consumes (cache them with `attention_mask` to score pairs later).
-        """
-        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask, **kwargs)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=text_embeds, pooler_output=self.itc_text_embeds(text_embeds)
-        )
-
-    def get_image_features(
-        self, pixel_values: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
-            Images.
-
-        Returns:
-            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding, `last_hidden_state`
-            `(B, 1 + N, hidden_size)` the unimodal tokens that fusion consumes.
-        """
-        if pixel_values is None or pixel_values.dim() != 4:
-            shape = None if pixel_values is None else tuple(pixel_values.shape)
-            raise ValueError(
-                f"`pixel_values` must be (batch, 3, height, width); got {shape}. Use get_video_features for videos."
-            )
-        image_embeds, _ = self.scl.encode_image(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
-        )
-        return BaseModelOutputWithPooling(
-            last_hidden_state=image_embeds, pooler_output=self.itc_image_embeds(image_embeds)
-        )
-
-    def get_video_features(
-        self, pixel_values_videos: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`):
-            Videos.
-
-        Returns:
-            `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding (from the mean of the
-            frame-CLS tokens), `last_hidden_state` `(B, F(1 + N), hidden_size)` the unimodal tokens.
-        """
-        if pixel_values_videos is None or pixel_values_videos.dim() != 5:
-            shape = None if pixel_values_videos is None else tuple(pixel_values_videos.shape)
-            raise ValueError(f"`pixel_values_videos` must be (batch, frames, 3, height, width); got {shape}.")
-        image_embeds, _ = self.scl.encode_image(
-            pixel_values_videos=pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
-        )
-        itc = self.itc_image_embeds(image_embeds, num_frames=pixel_values_videos.shape[1])
-        return BaseModelOutputWithPooling(last_hidden_state=image_embeds, pooler_output=itc)
-
-    def _add_itc_heads(self, config: SCLConfig):
-        self.itc_text_projection = SCLITCProjection(config)
-        self.itc_image_projection = SCLITCProjection(config)
-        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
-        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
 
 
 class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
