@@ -95,6 +95,23 @@ def test_vqa_answers_questions_about_videos():
     assert output.logits.shape == (2, len(ANSWERS))
 
 
+def test_vqa_logits_classify_the_full_models_pooler_output_with_or_without_returned_states():
+    model = SCLForQuestionAnswering(tiny_config(id2label=dict(enumerate(ANSWERS)))).eval()
+    input_ids, attention_mask = text_batch()
+    pixel_values = images(3, 3, 32, 32)
+    pooled = model.scl(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values).pooler_output
+    expected = model.vqa_classifier(pooled)
+    for output_hidden_states in (False, True):  # without returned states only the CLS rows of the last layer run
+        output = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            output_hidden_states=output_hidden_states,
+        )
+        torch.testing.assert_close(output.logits, expected)
+    assert output.hidden_states[-2][-1].shape == (3, 7, 32)  # the fused text stream's full last layer
+
+
 def test_vqa_rejects_labels_that_are_not_soft_scores_per_answer():
     model = SCLForQuestionAnswering(tiny_config(id2label=dict(enumerate(ANSWERS))))
     input_ids, attention_mask = text_batch()

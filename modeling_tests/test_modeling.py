@@ -389,6 +389,41 @@ def test_precomputed_embeddings_reproduce_the_full_forward():
     assert_outputs_close(full, reused)
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("num_frames", [None, 3])
+def test_pooler_only_fusion_equals_the_full_last_layer_at_the_cls_tokens(attn_implementation, num_frames):
+    model = build(attn_implementation=attn_implementation)
+    inputs = make_inputs(num_frames=num_frames)  # the second caption is padded
+    full = model(**inputs)
+    frames = num_frames or 1
+    arguments = (full.text_embeds, full.image_embeds, inputs["attention_mask"])
+    pooled = model.fuse(*arguments, num_frames=frames, pooler_only=True)
+    assert pooled.text_features.shape == (2, 1, 32)
+    assert pooled.image_features.shape == (2, frames, 32)
+    torch.testing.assert_close(pooled.text_features, full.text_features[:, :1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled.image_features, full.image_features[:, :frames], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_pooler_only_fusion_gives_the_full_gradients():
+    model = build()  # eval mode: no dropout, so both runs are deterministic; autograd works as in training
+    inputs = make_inputs(num_frames=2)
+    with torch.no_grad():
+        text, image = model(**inputs).text_embeds, model(**inputs).image_embeds
+    gradients = []
+    for pooler_only in (False, True):
+        model.zero_grad()
+        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
+        fused = model.fuse(text_input, image_input, inputs["attention_mask"], num_frames=2, pooler_only=pooler_only)
+        fused.pooler_output.square().sum().backward()
+        gradients.append([text_input.grad, image_input.grad, *(p.grad for p in model.parameters())])
+    for full, pooled in zip(*gradients):
+        if full is None:
+            assert pooled is None
+        else:
+            torch.testing.assert_close(pooled, full, atol=1e-6, rtol=1e-4)
+
+
 def test_interpolate_pos_encoding_accepts_other_resolutions():
     model = build()
     inputs = make_inputs(size=48)

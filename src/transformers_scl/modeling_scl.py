@@ -380,9 +380,19 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         self.output = SCLResidualOutput(config, config.intermediate_size)
 
     def forward(
-        self, hidden_states, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None, **kwargs
+        self,
+        hidden_states,
+        encoder_hidden_states,
+        attention_mask=None,
+        encoder_attention_mask=None,
+        num_queries: int | None = None,
+        **kwargs,
     ):
-        hidden_states, self_weights = self.attention(hidden_states, None, attention_mask, **kwargs)
+        """`num_queries`: compute the outputs of the first `num_queries` tokens only (the masks are then built for
+        those queries). They still attend to the whole stream and the whole other stream, so they equal the full
+        layer's outputs at those tokens."""
+        queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
+        hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
         hidden_states, cross_weights = self.crossattention(
             hidden_states, encoder_hidden_states, encoder_attention_mask, **kwargs
         )
@@ -709,6 +719,7 @@ class SCLModel(SCLPreTrainedModel):
         image_token_type_idx: int = 1,
         final_text_layer: str = "grad",
         final_image_layer: str = "grad",
+        pooler_only: bool = False,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
@@ -719,6 +730,13 @@ class SCLModel(SCLPreTrainedModel):
         choose how the last layer of a stream runs: `"grad"` (normally), `"no_grad"` (its output is only a
         stop-gradient target, so it needs no autograd graph) or `"skip"` (its output is unused, e.g. the image stream
         of an MLM pass); skipping either stream leaves `pooler_output` as `None`.
+
+        `pooler_only=True` runs the last layer for the tokens `pooler_output` reads only: the text CLS and the
+        `num_frames` frame CLS tokens (ITM, VQA, NLVR2, retrieval scores, the completion targets). They still attend
+        to every token of both streams, so their features equal the full layer's; `text_features` is then
+        `(batch, 1, hidden)` and `image_features` `(batch, num_frames, hidden)`. Every earlier layer runs in full,
+        since the last layer's keys and values span both streams. This saves about 3/4 of the last layer (its
+        queries, output projections and feed-forward; not its key and value projections).
         """
         if text_embeds.dim() != 3 or image_embeds.dim() != 3:
             raise ValueError(
@@ -745,6 +763,17 @@ class SCLModel(SCLPreTrainedModel):
         # The image is never padded; only text padding is masked (in text self-attention and image cross-attention).
         text_mask = create_bidirectional_mask(self.config, text, attention_mask)
         image_to_text_mask = create_bidirectional_mask(self.config, image, attention_mask, encoder_hidden_states=text)
+        # The last layer's masks have rows for its queries only (every backend's mask format is built for them).
+        final_text_queries = final_image_queries = None
+        final_text_mask, final_image_to_text_mask = text_mask, image_to_text_mask
+        if pooler_only:
+            final_text_queries, final_image_queries = 1, num_frames
+            final_text_mask = create_bidirectional_mask(
+                self.config, text[:, :1], attention_mask, encoder_hidden_states=text
+            )
+            final_image_to_text_mask = create_bidirectional_mask(
+                self.config, image[:, :num_frames], attention_mask, encoder_hidden_states=text
+            )
 
         text_states = (text,) if output_hidden_states else None
         image_states = (image,) if output_hidden_states else None
@@ -753,15 +782,23 @@ class SCLModel(SCLPreTrainedModel):
         for index, (text_layer, image_layer) in enumerate(
             zip(self.cross_modal_text_layers, self.cross_modal_image_layers)
         ):
-            last = index == num_layers - 1
-            text_mode = final_text_layer if last else "grad"
-            image_mode = final_image_layer if last else "grad"
-            new_text, text_self, text_cross = self._run_stream(
-                text_layer, text_mode, text, image, text_mask, None, **kwargs
-            )
-            new_image, image_self, image_cross = self._run_stream(
-                image_layer, image_mode, image, text, None, image_to_text_mask, **kwargs
-            )
+            if index < num_layers - 1:
+                new_text, text_self, text_cross = text_layer(text, image, text_mask, None, **kwargs)
+                new_image, image_self, image_cross = image_layer(image, text, None, image_to_text_mask, **kwargs)
+            else:
+                new_text, text_self, text_cross = self._run_stream(
+                    text_layer, final_text_layer, text, image, final_text_mask, None, final_text_queries, **kwargs
+                )
+                new_image, image_self, image_cross = self._run_stream(
+                    image_layer,
+                    final_image_layer,
+                    image,
+                    text,
+                    None,
+                    final_image_to_text_mask,
+                    final_image_queries,
+                    **kwargs,
+                )
             text, image = new_text, new_image
             if output_hidden_states:
                 text_states += (text,)
@@ -788,15 +825,14 @@ class SCLModel(SCLPreTrainedModel):
         )
 
     @staticmethod
-    def _run_stream(layer, mode, hidden, other, mask, cross_mask, **kwargs):
+    def _run_stream(layer, mode, hidden, other, mask, cross_mask, num_queries, **kwargs):
+        """The last layer of one stream, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
         if mode == "skip":
             return None, None, None
-        if mode == "no_grad":
-            with torch.no_grad():
-                return layer(hidden, other, mask, cross_mask, **kwargs)
-        if mode != "grad":
+        if mode not in ("grad", "no_grad"):
             raise ValueError(f"Final-layer mode must be 'grad', 'no_grad' or 'skip', got {mode!r}.")
-        return layer(hidden, other, mask, cross_mask, **kwargs)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "grad"):
+            return layer(hidden, other, mask, cross_mask, num_queries=num_queries, **kwargs)
 
     # -- everything at once ------------------------------------------------------------------------------------------
 
@@ -1168,6 +1204,8 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
       stream of pass B, the MVSC target; the text stream of pass A, the MLSC target). The other stream of those
       passes is a prediction and keeps its graph: its last layer reads the previous layer's outputs of both
       streams, which are still built with gradients;
+    * the ITM pass and both completion passes read only CLS tokens of the last fusion layer, so that layer runs
+      for the text CLS and the frame CLS tokens only (`SCLModel.fuse(pooler_only=True)`);
     * a pass that yields only a target (pass A without MVSC, pass B without MLSC) runs entirely without autograd.
 
     **Why the gradients are the reference's.** Each loss is the same function of the same inputs. Without dropout a
@@ -1278,7 +1316,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
             itm_labels, image_index = self._itm_pairs(
                 input_ids.shape[0], itm_labels, itm_negative_indices, itc_text, itc_image, generator
             )
-            fused = self.scl.fuse(text_embeds["complete"], image_embeds[image_index], **fuse_kwargs)
+            fused = self.scl.fuse(text_embeds["complete"], image_embeds[image_index], pooler_only=True, **fuse_kwargs)
             outputs["itm_logits"] = self.itm_score(fused.pooler_output)
             outputs["itm_labels"] = itm_labels
             losses["itm"] = nn.functional.cross_entropy(outputs["itm_logits"], itm_labels)
@@ -1303,6 +1341,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
                     image_embeds,
                     final_text_layer="grad" if want_mlsc else "skip",
                     final_image_layer="no_grad" if want_mvsc else "skip",
+                    pooler_only=True,
                     **fuse_kwargs,
                 )
             # spec §2.4 pass A: complete text + patch-dropped image. Frame CLS → MVSC prediction; text CLS → MLSC target.
@@ -1319,6 +1358,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
                     dropped_embeds,
                     final_text_layer="no_grad" if want_mlsc else "skip",
                     final_image_layer="grad" if want_mvsc else "skip",
+                    pooler_only=True,
                     **fuse_kwargs,
                 )
             temperature = self.config.scl_temperature
@@ -1492,6 +1532,10 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
 
         Other keyword arguments (`text_embeds`, `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`].
         """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         outputs = self.scl(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -1501,6 +1545,8 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            # Only `pooler_output` is classified; a full last layer is run only when its states are returned.
+            pooler_only=not (output_attentions or output_hidden_states),
             **kwargs,
         )
         logits = self.vqa_classifier(outputs.pooler_output)
@@ -1604,6 +1650,8 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
                 image_embeds[:, side],
                 attention_mask,
                 image_token_type_idx=side + 1,
+                # Only `pooler_output` is classified; a full last layer is run only when its states are returned.
+                pooler_only=not (output_attentions or output_hidden_states),
                 output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states,
                 **kwargs,
@@ -1810,7 +1858,9 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         **kwargs,
     ) -> torch.Tensor:
         """Rank-head score `(P,)` of the aligned rows of unimodal `text_embeds` `(P, L, H)` and `image_embeds`."""
-        fused = self.scl.fuse(text_embeds, image_embeds, attention_mask, num_frames=num_frames, **kwargs)
+        fused = self.scl.fuse(
+            text_embeds, image_embeds, attention_mask, num_frames=num_frames, pooler_only=True, **kwargs
+        )
         return self.rank_output(fused.pooler_output).squeeze(-1)
 
     @can_return_tuple
