@@ -4,6 +4,8 @@
    batch, text length and resolution): forward and forward+backward time, and peak memory.
 2. SCLModel with `sdpa` vs `eager` attention.
 3. Video cost at F = 1, 2, 4, 8 frames.
+4. Fusion read only through `pooler_output` (ITM, VQA, NLVR2, retrieval re-ranking): the full last layer against
+   `fuse(pooler_only=True)`, which runs it at the CLS tokens only.
 
 Timings interleave the variants and report medians, so machine load affects them alike. Peak memory is the
 resident-set growth of a fresh subprocess per variant during its training steps (CPU has no allocator statistics).
@@ -223,6 +225,36 @@ def main():
         print(f"| {f} | {v:.3f} | {v / f:.3f} | {w:.3f} | {w / f:.3f} |")
     for name, timing in results.items():
         print(f"{name}: cost(F=8) / cost(F=1) = {timing['F=8'] / timing['F=1']:.2f}x (linear = 8x)")
+
+    print("\n## 4. pooled-output fusion of cached embeddings (SCL sdpa, median seconds)")
+    with torch.no_grad():
+        cached = scl(**image_inputs)
+    embeds = dict(
+        text_embeds=cached.text_embeds, image_embeds=cached.image_embeds, attention_mask=image_inputs["attention_mask"]
+    )
+    fusion = {name: (PooledFusion(scl, pooler_only), embeds) for name, pooler_only in (("full", False), ("CLS", True))}
+    forward = interleaved_medians(fusion, args.repeats, backward=False)
+    train = interleaved_medians(fusion, args.repeats, backward=True)
+    print("| last fusion layer | forward | forward+backward |\n|---|---|---|")
+    for name in fusion:
+        print(f"| {name} | {forward[name]:.3f} | {train[name]:.3f} |")
+    print(
+        f"pooler_only / full: forward {forward['CLS'] / forward['full']:.2f}x, "
+        f"forward+backward {train['CLS'] / train['full']:.2f}x"
+    )
+
+
+class PooledFusion(torch.nn.Module):
+    """`SCLModel.fuse` of cached embeddings, read (and differentiated) through `pooler_output` only."""
+
+    def __init__(self, model, pooler_only):
+        super().__init__()
+        self.model, self.pooler_only = model, pooler_only
+
+    def forward(self, text_embeds, image_embeds, attention_mask):
+        text_embeds, image_embeds = text_embeds.requires_grad_(), image_embeds.requires_grad_()
+        pooled = self.model.fuse(text_embeds, image_embeds, attention_mask, pooler_only=self.pooler_only).pooler_output
+        return SimpleNamespace(text_features=pooled, image_features=pooled, pooler_output=pooled)
 
 
 class VisionOnly(torch.nn.Module):
