@@ -424,6 +424,51 @@ def test_pooler_only_fusion_gives_the_full_gradients():
             torch.testing.assert_close(pooled, full, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("num_fusion_layers", [1, 2])
+@pytest.mark.parametrize("pooler_only", [False, True])
+def test_image_index_fusion_equals_fusing_the_repeated_images(num_fusion_layers, pooler_only):
+    model = build(config=tiny_config(num_fusion_layers=num_fusion_layers))
+    texts = make_inputs(batch_size=2, seed=1)
+    videos = make_inputs(batch_size=2, num_frames=2, seed=2)
+    with torch.no_grad():
+        text = model(**texts).text_embeds.repeat(2, 1, 1)  # 4 texts (the second is padded)
+        image = model(**videos).image_embeds  # 2 videos
+    mask = texts["attention_mask"].repeat(2, 1)
+    image_index = torch.tensor([1, 0, 1, 1])
+    results = []
+    for indexed in (False, True):  # one run fuses image_embeds[image_index], the other indexes inside `fuse`
+        model.zero_grad()
+        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
+        fused = model.fuse(
+            text_input,
+            image_input if indexed else image_input[image_index],
+            mask,
+            num_frames=2,
+            pooler_only=pooler_only,
+            image_index=image_index if indexed else None,
+            output_hidden_states=True,
+        )
+        (fused.pooler_output.square().sum() + fused.text_features.sum() + fused.image_features.sum()).backward()
+        results.append(
+            [fused.text_features, fused.image_features, fused.pooler_output, *fused.hidden_states[1], image_input.grad]
+            + [p.grad for p in model.parameters() if p.grad is not None]
+        )
+    assert len(results[0]) == len(results[1])
+    for repeated, indexed in zip(*results):
+        torch.testing.assert_close(indexed, repeated, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "image_index, message",
+    [(torch.tensor([0, 1, 1]), "must be \\(batch,\\)"), (torch.tensor([0, 2]), "in \\[0, 2\\)")],
+)
+def test_bad_image_index_raises_a_clear_error(image_index, message):
+    model = build()
+    full = model(**make_inputs())
+    with pytest.raises(ValueError, match=message):
+        model.fuse(full.text_embeds, full.image_embeds, image_index=image_index)
+
+
 def test_interpolate_pos_encoding_accepts_other_resolutions():
     model = build()
     inputs = make_inputs(size=48)

@@ -56,7 +56,9 @@ class KnownScoresModel(nn.Module):
             last_hidden_state=pixel_values[:, 0, 0, :, None].expand(-1, 2, 1), pooler_output=torch.eye(3)[index]
         )
 
-    def score_pairs(self, text_embeds, image_embeds, attention_mask=None, num_frames=1):
+    def score_pairs(self, text_embeds, image_embeds, attention_mask=None, num_frames=1, image_index=None):
+        if image_index is not None:
+            image_embeds = image_embeds[image_index]
         return RANK[image_embeds[:, 0, 0].long(), text_embeds[:, 0, 0].long()]
 
 

@@ -317,11 +317,15 @@ class SCLFusionAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, source_index=None, **kwargs):
+        """`source_index` `(batch,)`: row of `encoder_hidden_states` each query row attends to, when several query rows
+        share a source row; its keys and values are then projected once."""
         source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query = self.query(hidden_states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         key = self.key(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         value = self.value(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        if source_index is not None:
+            key, value = key[source_index], value[source_index]
         output, weights = _attention_interface(self.config)(
             self,
             query,
@@ -354,8 +358,8 @@ class SCLAttentionBlock(nn.Module):
         self.self = SCLFusionAttention(config)
         self.output = SCLResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, source_index=None, **kwargs):
+        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, source_index, **kwargs)
         return self.output(context, hidden_states), weights
 
 
@@ -386,15 +390,26 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         attention_mask=None,
         encoder_attention_mask=None,
         num_queries: int | None = None,
+        row_index: torch.LongTensor | None = None,
+        encoder_row_index: torch.LongTensor | None = None,
         **kwargs,
     ):
-        """`num_queries`: compute the outputs of the first `num_queries` tokens only (the masks are then built for
-        those queries). They still attend to the whole stream and the whole other stream, so they equal the full
-        layer's outputs at those tokens."""
+        """
+        `num_queries`: compute the outputs of the first `num_queries` tokens only (the masks are then built for those
+        queries). They still attend to the whole stream and the whole other stream, so they equal the full layer's
+        outputs at those tokens.
+
+        `row_index` / `encoder_row_index` `(pairs,)`: when one row of this stream (or of the other) serves several
+        pairs, the row of each pair. This stream's self-attention, which sees no other stream, then runs once per
+        row, and the other stream's keys and values are projected once per row.
+        """
         queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
         hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
+        if row_index is not None:
+            hidden_states = hidden_states[row_index]
+            self_weights = self_weights[row_index] if self_weights is not None else None
         hidden_states, cross_weights = self.crossattention(
-            hidden_states, encoder_hidden_states, encoder_attention_mask, **kwargs
+            hidden_states, encoder_hidden_states, encoder_attention_mask, encoder_row_index, **kwargs
         )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_weights, cross_weights
@@ -720,6 +735,7 @@ class SCLModel(SCLPreTrainedModel):
         final_text_layer: str = "grad",
         final_image_layer: str = "grad",
         pooler_only: bool = False,
+        image_index: torch.LongTensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
@@ -737,13 +753,26 @@ class SCLModel(SCLPreTrainedModel):
         `(batch, 1, hidden)` and `image_features` `(batch, num_frames, hidden)`. Every earlier layer runs in full,
         since the last layer's keys and values span both streams. This saves about 3/4 of the last layer (its
         queries, output projections and feed-forward; not its key and value projections).
+
+        `image_index` `(batch,)` pairs text row i with image row `image_index[i]`, for many texts per image (retrieval
+        candidates): `image_embeds` then holds each image once. The same as passing `image_embeds[image_index]`, but
+        what depends on the image alone — the first layer's image self-attention and the image keys and values of
+        the text stream's first cross-attention — runs once per image instead of once per pair.
         """
         if text_embeds.dim() != 3 or image_embeds.dim() != 3:
             raise ValueError(
                 f"`text_embeds` and `image_embeds` must be (batch, length, hidden); got {tuple(text_embeds.shape)} "
                 f"and {tuple(image_embeds.shape)}."
             )
-        if text_embeds.shape[0] != image_embeds.shape[0]:
+        if image_index is not None:
+            if image_index.shape != text_embeds.shape[:1]:
+                raise ValueError(
+                    f"`image_index` must be (batch,) = ({text_embeds.shape[0]},), one image row per text row; got "
+                    f"{tuple(image_index.shape)}."
+                )
+            if image_index.numel() and (image_index.min() < 0 or image_index.max() >= image_embeds.shape[0]):
+                raise ValueError(f"`image_index` must hold rows of `image_embeds`, in [0, {image_embeds.shape[0]}).")
+        elif text_embeds.shape[0] != image_embeds.shape[0]:
             raise ValueError(f"Batch sizes differ: text {text_embeds.shape[0]}, image {image_embeds.shape[0]}.")
         if not 1 <= num_frames <= image_embeds.shape[1]:
             raise ValueError(f"num_frames={num_frames} is invalid for {image_embeds.shape[1]} image tokens.")
@@ -776,29 +805,36 @@ class SCLModel(SCLPreTrainedModel):
             )
 
         text_states = (text,) if output_hidden_states else None
-        image_states = (image,) if output_hidden_states else None
+        image_states = ((image if image_index is None else image[image_index]),) if output_hidden_states else None
         attentions = ((), (), (), ()) if output_attentions else None
-        num_layers = len(self.cross_modal_text_layers)
+        last = len(self.cross_modal_text_layers) - 1
         for index, (text_layer, image_layer) in enumerate(
             zip(self.cross_modal_text_layers, self.cross_modal_image_layers)
         ):
-            if index < num_layers - 1:
-                new_text, text_self, text_cross = text_layer(text, image, text_mask, None, **kwargs)
-                new_image, image_self, image_cross = image_layer(image, text, None, image_to_text_mask, **kwargs)
-            else:
-                new_text, text_self, text_cross = self._run_stream(
-                    text_layer, final_text_layer, text, image, final_text_mask, None, final_text_queries, **kwargs
-                )
-                new_image, image_self, image_cross = self._run_stream(
-                    image_layer,
-                    final_image_layer,
-                    image,
-                    text,
-                    None,
-                    final_image_to_text_mask,
-                    final_image_queries,
-                    **kwargs,
-                )
+            # After the first layer every image row belongs to one pair: `image` has been expanded to the pairs.
+            rows = image_index if index == 0 else None
+            new_text, text_self, text_cross = self._run_stream(
+                text_layer,
+                final_text_layer if index == last else "grad",
+                text,
+                image,
+                final_text_mask if index == last else text_mask,
+                None,
+                num_queries=final_text_queries if index == last else None,
+                encoder_row_index=rows,
+                **kwargs,
+            )
+            new_image, image_self, image_cross = self._run_stream(
+                image_layer,
+                final_image_layer if index == last else "grad",
+                image,
+                text,
+                None,
+                final_image_to_text_mask if index == last else image_to_text_mask,
+                num_queries=final_image_queries if index == last else None,
+                row_index=rows,
+                **kwargs,
+            )
             text, image = new_text, new_image
             if output_hidden_states:
                 text_states += (text,)
@@ -825,14 +861,16 @@ class SCLModel(SCLPreTrainedModel):
         )
 
     @staticmethod
-    def _run_stream(layer, mode, hidden, other, mask, cross_mask, num_queries, **kwargs):
-        """The last layer of one stream, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
+    def _run_stream(layer, mode, hidden, other, mask, cross_mask, **kwargs):
+        """One stream's layer, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
         if mode == "skip":
             return None, None, None
         if mode not in ("grad", "no_grad"):
             raise ValueError(f"Final-layer mode must be 'grad', 'no_grad' or 'skip', got {mode!r}.")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "grad"):
-            return layer(hidden, other, mask, cross_mask, num_queries=num_queries, **kwargs)
+        if mode == "no_grad":
+            with torch.no_grad():
+                return layer(hidden, other, mask, cross_mask, **kwargs)
+        return layer(hidden, other, mask, cross_mask, **kwargs)
 
     # -- everything at once ------------------------------------------------------------------------------------------
 
@@ -871,6 +909,8 @@ class SCLModel(SCLPreTrainedModel):
             Token-type row added to the image tokens (NLVR2 uses 1 and 2).
         patch_keep_indices / image_mask_ratio / generator:
             Patch dropping of the image (see [`SCLVisionModel.forward`]).
+
+        Other keyword arguments go to [`SCLModel.fuse`], e.g. `pooler_only=True` when only `pooler_output` is read.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -1855,11 +1895,19 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         image_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         num_frames: int = 1,
+        image_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        """Rank-head score `(P,)` of the aligned rows of unimodal `text_embeds` `(P, L, H)` and `image_embeds`."""
+        """Rank-head score `(P,)` of the aligned rows of unimodal `text_embeds` `(P, L, H)` and `image_embeds`, or of
+        text row i with image row `image_index[i]` (each image given once; see [`SCLModel.fuse`])."""
         fused = self.scl.fuse(
-            text_embeds, image_embeds, attention_mask, num_frames=num_frames, pooler_only=True, **kwargs
+            text_embeds,
+            image_embeds,
+            attention_mask,
+            num_frames=num_frames,
+            pooler_only=True,
+            image_index=image_index,
+            **kwargs,
         )
         return self.rank_output(fused.pooler_output).squeeze(-1)
 
@@ -1930,9 +1978,10 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         texts = candidates.flatten()
         logits = self.score_pairs(
             text_embeds[texts],
-            image_embeds.repeat_interleave(num_candidates, dim=0),
+            image_embeds,
             attention_mask[texts],
             num_frames=num_frames,
+            image_index=rows.repeat_interleave(num_candidates),
             **kwargs,
         ).view(batch_size, num_candidates)
 

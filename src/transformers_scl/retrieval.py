@@ -8,6 +8,8 @@ item 7), and leaves its `candidate_N` unused. Here (the ALBEF recipe):
 2. the ITC similarity of all pairs is one matrix product (`itc_similarity`);
 3. for each image its `k` most similar texts, and for each text its `k` most similar images, are scored by the rank
    head (`model.score_pairs`) from the cached tokens. A pair that is a candidate in both directions is fused once.
+   The fusion reads only `pooler_output` (`pooler_only`), and the pairs go in image order, so a batch's image-only
+   first-layer work runs once per image (`image_index`, see `SCLModel.fuse`).
 
 **Final scores.** In each direction a query's top-k candidates get their rank-head score and every other candidate
 gets `-inf`, so the ITC stage only selects and the rank head alone orders (as in ALBEF's ITM re-ranking). The recall
@@ -271,11 +273,14 @@ def score_pairs(
         )
         mask = text_cache.attention_mask[texts]
         length = int(mask.any(dim=0).nonzero().max()) + 1  # trim the padding every text of the batch has
+        # The pairs are sorted by image, so a batch holds few images: their image-only fusion work runs once each.
+        unique_images, image_index = images.unique(return_inverse=True)
         scores[batch_start : batch_start + batch.shape[0]] = model.score_pairs(
             text_cache.embeds[texts, :length].to(device, dtype),
-            image_cache.embeds[images].to(device, dtype),
+            image_cache.embeds[unique_images].to(device, dtype),
             mask[:, :length].to(device),
             num_frames=image_cache.num_frames,
+            image_index=image_index.to(device),
         ).float()
     if reduce:
         dist.all_reduce(scores)  # every other rank contributes exact zeros to this rank's shard
