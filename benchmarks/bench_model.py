@@ -5,7 +5,9 @@
 2. SCLModel with `sdpa` vs `eager` attention.
 3. Video cost at F = 1, 2, 4, 8 frames.
 4. Fusion read only through `pooler_output` (ITM, VQA, NLVR2, retrieval re-ranking): the full last layer against
-   `fuse(pooler_only=True)`, which runs it at the CLS tokens only.
+   `fuse(pooler_only=True)`, which runs it at the CLS tokens only; and, for 8 texts per image (retrieval
+   candidates), the image rows repeated per pair against `fuse(image_index=...)`, which runs the image-only part of
+   the first layer once per image.
 
 Timings interleave the variants and report medians, so machine load affects them alike. Peak memory is the
 resident-set growth of a fresh subprocess per variant during its training steps (CPU has no allocator statistics).
@@ -232,16 +234,34 @@ def main():
     embeds = dict(
         text_embeds=cached.text_embeds, image_embeds=cached.image_embeds, attention_mask=image_inputs["attention_mask"]
     )
-    fusion = {name: (PooledFusion(scl, pooler_only), embeds) for name, pooler_only in (("full", False), ("CLS", True))}
+    texts_per_image = 8
+    pairs = torch.arange(args.batch).repeat_interleave(texts_per_image)
+    candidates = dict(
+        text_embeds=cached.text_embeds.repeat(texts_per_image, 1, 1),
+        attention_mask=image_inputs["attention_mask"].repeat(texts_per_image, 1),
+    )
+    fusion = {
+        "full last layer": (PooledFusion(scl, False), embeds),
+        "pooler_only": (PooledFusion(scl, True), embeds),
+        f"{texts_per_image} texts per image, repeated images": (
+            PooledFusion(scl, True),
+            dict(candidates, image_embeds=cached.image_embeds[pairs]),
+        ),
+        f"{texts_per_image} texts per image, image_index": (
+            PooledFusion(scl, True),
+            dict(candidates, image_embeds=cached.image_embeds, image_index=pairs),
+        ),
+    }
     forward = interleaved_medians(fusion, args.repeats, backward=False)
     train = interleaved_medians(fusion, args.repeats, backward=True)
-    print("| last fusion layer | forward | forward+backward |\n|---|---|---|")
+    print("| fusion | forward | forward+backward |\n|---|---|---|")
     for name in fusion:
         print(f"| {name} | {forward[name]:.3f} | {train[name]:.3f} |")
-    print(
-        f"pooler_only / full: forward {forward['CLS'] / forward['full']:.2f}x, "
-        f"forward+backward {train['CLS'] / train['full']:.2f}x"
-    )
+    names = list(fusion)
+    for new, old in ((names[1], names[0]), (names[3], names[2])):
+        print(
+            f"{new} / {old}: forward {forward[new] / forward[old]:.2f}x, forward+backward {train[new] / train[old]:.2f}x"
+        )
 
 
 class PooledFusion(torch.nn.Module):
@@ -251,9 +271,11 @@ class PooledFusion(torch.nn.Module):
         super().__init__()
         self.model, self.pooler_only = model, pooler_only
 
-    def forward(self, text_embeds, image_embeds, attention_mask):
+    def forward(self, text_embeds, image_embeds, attention_mask, image_index=None):
         text_embeds, image_embeds = text_embeds.requires_grad_(), image_embeds.requires_grad_()
-        pooled = self.model.fuse(text_embeds, image_embeds, attention_mask, pooler_only=self.pooler_only).pooler_output
+        pooled = self.model.fuse(
+            text_embeds, image_embeds, attention_mask, pooler_only=self.pooler_only, image_index=image_index
+        ).pooler_output
         return SimpleNamespace(text_features=pooled, image_features=pooled, pooler_output=pooled)
 
 
