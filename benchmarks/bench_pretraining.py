@@ -10,6 +10,9 @@ Variants (forward + backward of the total loss; no optimizer step, which is the 
 
 Targets: SCL <= 1.6x MLM+ITM, and SCL <= 0.5x recompute-everything.
 
+A stage breakdown follows: every tower run and fusion pass of both computations timed alone, the two steps rebuilt
+from them, and the floor of an exact encode-once step (what could still be shared between passes).
+
 Timings interleave the variants (medians), so machine load affects them alike. Peak memory comes from a fresh
 subprocess per variant: its peak resident set during two steps (model included), and the growth over the resident
 set just before the first step (activations + gradients).
@@ -165,6 +168,119 @@ def interleaved_medians(model, batch, repeats, backward, device) -> dict[str, tu
     }
 
 
+def stage_breakdown(model, batch, repeats, device) -> dict[str, float]:
+    """Forward+backward seconds of each stage of both computations, timed alone (interleaved medians).
+
+    Each stage starts from detached inputs and back-propagates a sum of the outputs the step differentiates, so the
+    tower stages include their own backward and the fusion stages theirs (down to the fusion inputs).
+    """
+    scl = model.scl
+    mask = batch["attention_mask"]
+    pixels = {key: batch[key] for key in ("pixel_values", "pixel_values_videos") if key in batch}
+    frames = batch["pixel_values_videos"].shape[1] if "pixel_values_videos" in batch else 1
+    with torch.no_grad():
+        text = scl.encode_text(batch["input_ids"], mask)[0]
+        image = scl.encode_image(**pixels)[0]
+        dropped = scl.encode_image(**pixels, patch_keep_indices=batch["patch_keep_indices"])[0]
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    itm_images = torch.where(batch["itm_labels"].bool(), rows, batch["itm_negative_indices"])
+    first_text, first_image = scl.cross_modal_text_layers[0], scl.cross_modal_image_layers[0]
+
+    def leaf(tensor):
+        return tensor.clone().requires_grad_()
+
+    def fused(text_embeds, image_embeds, **kwargs):
+        output = scl.fuse(leaf(text_embeds), leaf(image_embeds), mask, num_frames=frames, **kwargs)
+        features = [f for f in (output.text_features, output.image_features) if f is not None and f.requires_grad]
+        return sum(f.sum() for f in features)
+
+    stages = {
+        "text tower, 1 caption (B rows)": lambda: scl.encode_text(batch["input_ids"], mask)[0].sum(),
+        "text tower, 3 captions in one call (3B rows)": lambda: scl.encode_text(
+            torch.cat([batch["input_ids"], batch["mlm_input_ids"], batch["mlsc_input_ids"]]), mask.repeat(3, 1)
+        )[0].sum(),
+        "vision tower, complete image": lambda: scl.encode_image(**pixels)[0].sum(),
+        "vision tower, patch-dropped image": lambda: scl.encode_image(
+            **pixels, patch_keep_indices=batch["patch_keep_indices"]
+        )[0].sum(),
+        "fusion, full pass": lambda: fused(text, image),
+        "fusion, full pass A (dropped image)": lambda: fused(text, dropped),
+        "MLM head, every token": lambda: model.mlm_score(leaf(text)).sum(),
+        "fusion, ITM (pooler_only)": lambda: fused(text, image[itm_images], pooler_only=True),
+        "fusion, MLM (image stream's last layer skipped)": lambda: fused(text, image, final_image_layer="skip"),
+        "fusion, pass B (pooler_only, image target)": lambda: fused(
+            text, image, final_image_layer="no_grad", pooler_only=True
+        ),
+        "fusion, pass A (pooler_only, text target)": lambda: fused(
+            text, dropped, final_text_layer="no_grad", pooler_only=True
+        ),
+        # What one pass could share with another: the first layer's image self-attention and the text stream's
+        # first-layer keys and values of the image depend on the image alone.
+        "image-only first-layer work": lambda: (
+            first_image.attention(leaf(image))[0].sum()
+            + first_text.crossattention.self.key(leaf(image)).sum()
+            + first_text.crossattention.self.value(leaf(image)).sum()
+        ),
+    }
+    times = {name: [] for name in stages}
+
+    def run(name):
+        model.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.process_time() if device == "cpu" else time.perf_counter()
+        stages[name]().backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.process_time() if device == "cpu" else time.perf_counter()) - start
+
+    for name in stages:  # warm-up
+        run(name)
+    for index in range(repeats):
+        for name in stages if index % 2 == 0 else reversed(stages):
+            times[name].append(run(name))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def print_breakdown(stage: dict[str, float], measured: dict[str, float]):
+    """The two steps rebuilt from their stages, and the floor of an exact encode-once step."""
+    text1, text3 = stage["text tower, 1 caption (B rows)"], stage["text tower, 3 captions in one call (3B rows)"]
+    vision, dropped = stage["vision tower, complete image"], stage["vision tower, patch-dropped image"]
+    reference_towers = 5 * text1 + 4 * vision + dropped  # ITM, MLM, ITC, pass A, pass B (spec §2)
+    reference_fusion = 3 * stage["fusion, full pass"] + stage["fusion, full pass A (dropped image)"]
+    ours_towers = text3 + vision + dropped
+    ours_fusion = sum(
+        stage[f"fusion, {name}"]
+        for name in (
+            "ITM (pooler_only)",
+            "MLM (image stream's last layer skipped)",
+            "pass B (pooler_only, image target)",
+            "pass A (pooler_only, text target)",
+        )
+    )
+    shareable = 2 * stage["image-only first-layer work"]  # ITM, MLM and pass B fuse the same images
+    print("\nWhere the time goes: forward+backward of each stage alone (medians, CPU s on CPU)")
+    print("| stage | seconds |\n|---|---|")
+    for name, value in stage.items():
+        print(f"| {name} | {value:.3f} |")
+    print(
+        f"reference: towers {reference_towers:.2f} (5 text, 4 vision, 1 dropped) + fusion {reference_fusion:.2f} "
+        f"+ MLM head {stage['MLM head, every token']:.2f} = "
+        f"{reference_towers + reference_fusion + stage['MLM head, every token']:.2f} "
+        f"(measured step {measured['recompute-everything']:.2f})"
+    )
+    print(
+        f"encode once: towers {ours_towers:.2f} (3 captions, 1 complete and 1 dropped image) + fusion "
+        f"{ours_fusion:.2f} = {ours_towers + ours_fusion:.2f} (measured step, with heads and losses: "
+        f"{measured['SCL']:.2f})"
+    )
+    floor = measured["SCL"] - shareable
+    print(
+        f"floor, about: the measured step less the image-only first-layer work that ITM, MLM and pass B could share "
+        f"({shareable:.2f}) = {floor:.2f}, i.e. {floor / measured['recompute-everything']:.2f}x recompute-everything"
+    )
+
+
 def memory_worker(args):
     """Subprocess entry: peak resident set (MiB) over two training steps of one variant, sampled every 2 ms, and its
     growth over the resident set just before the first step. (`ru_maxrss` would report model construction's peak.)"""
@@ -248,6 +364,11 @@ def main():
             f"{clock}: SCL / MLM+ITM = {scl / baseline:.2f}x (target <= 1.6x); "
             f"SCL / recompute-everything = {scl / naive:.2f}x (target <= 0.5x)"
         )
+    clock = 1 if args.device == "cpu" else 0
+    print_breakdown(
+        stage_breakdown(model, batch, args.repeats, args.device),
+        {variant: train[variant][clock] for variant in VARIANTS},
+    )
     growth = {variant: memory[variant]["growth_mib"] for variant in VARIANTS}
     print(
         f"memory growth: SCL / MLM+ITM = {growth['SCL'] / growth['MLM+ITM']:.2f}x, "
