@@ -405,6 +405,21 @@ def test_pooler_only_fusion_equals_the_full_last_layer_at_the_cls_tokens(attn_im
     torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
 
 
+@torch.no_grad()  # CPU flex attention has no backward
+def test_pooler_only_fusion_with_flex_attention_on_cpu_survives_recompilation():
+    # torch's CPU flex kernel, recompiled for dynamic shapes, fails on fewer queries than keys; `fuse` then runs the
+    # full last layer and slices it.
+    model = build(config=tiny_config(num_fusion_layers=1), attn_implementation="flex_attention")
+    inputs = make_inputs(num_frames=2)
+    full = build(config=tiny_config(num_fusion_layers=1))(**inputs)
+    text, image, mask = full.text_embeds, full.image_embeds, inputs["attention_mask"]
+    model.fuse(text, image, mask, num_frames=2)
+    model.fuse(text.repeat(2, 1, 1), image.repeat(2, 1, 1), mask.repeat(2, 1), num_frames=2)  # a new shape
+    pooled = model.fuse(text, image, mask, num_frames=2, pooler_only=True)
+    assert pooled.text_features.shape == (2, 1, 32) and pooled.image_features.shape == (2, 2, 32)
+    torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
+
+
 def test_pooler_only_fusion_gives_the_full_gradients():
     model = build()  # eval mode: no dropout, so both runs are deterministic; autograd works as in training
     inputs = make_inputs(num_frames=2)

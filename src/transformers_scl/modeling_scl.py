@@ -795,7 +795,12 @@ class SCLModel(SCLPreTrainedModel):
         # The last layer's masks have rows for its queries only (every backend's mask format is built for them).
         final_text_queries = final_image_queries = None
         final_text_mask, final_image_to_text_mask = text_mask, image_to_text_mask
-        if pooler_only:
+        # torch's compiled CPU flex-attention kernel fails ("index out of bounds ... cur_qSplitSize") once it has been
+        # recompiled for dynamic shapes and gets fewer queries than keys; there the full last layer runs and is sliced.
+        query_subset = pooler_only and not (
+            self.config._attn_implementation == "flex_attention" and text.device.type == "cpu"
+        )
+        if query_subset:
             final_text_queries, final_image_queries = 1, num_frames
             final_text_mask = create_bidirectional_mask(
                 self.config, text[:, :1], attention_mask, encoder_hidden_states=text
@@ -844,6 +849,9 @@ class SCLModel(SCLPreTrainedModel):
                     a + (w,) for a, w in zip(attentions, (text_self, text_cross, image_self, image_cross))
                 )
 
+        if pooler_only and not query_subset:
+            text = text[:, :1] if text is not None else None
+            image = image[:, :num_frames] if image is not None else None
         pooler_output = None
         if text is not None and image is not None:
             pooler_output = torch.cat(
