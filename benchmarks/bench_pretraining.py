@@ -30,6 +30,7 @@ Default sizes ("mid") keep the base model's proportions at a width that runs on 
 """
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -144,32 +145,37 @@ def run_step(model: SCLForPreTraining, batch: dict, variant: str, backward: bool
             loss.backward()
 
 
-def timed(model, batch, variant, backward, device) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one step."""
+def timed(job, device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call of `job`."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
-    run_step(model, batch, variant, backward)
+    job()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def interleaved_medians(model, batch, repeats, backward, device) -> dict[str, tuple[float, float]]:
-    times = {variant: [] for variant in VARIANTS}
-    for variant in VARIANTS:  # warm-up
-        timed(model, batch, variant, backward, device)
+def interleaved_medians(jobs: dict, repeats, device) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each named job: one warm-up each, then `repeats` rounds in alternating order."""
+    times = {name: [] for name in jobs}
+    for job in jobs.values():
+        timed(job, device)
     for index in range(repeats):
-        for variant in VARIANTS if index % 2 == 0 else reversed(VARIANTS):
-            times[variant].append(timed(model, batch, variant, backward, device))
+        for name in jobs if index % 2 == 0 else reversed(jobs):
+            times[name].append(timed(jobs[name], device))
     return {
-        variant: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
-        for variant, values in times.items()
+        name: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
+        for name, values in times.items()
     }
 
 
-def stage_breakdown(model, batch, repeats, device) -> dict[str, float]:
-    """Forward+backward seconds of each stage of both computations, timed alone (interleaved medians).
+def step_jobs(model, batch, backward) -> dict:
+    return {variant: functools.partial(run_step, model, batch, variant, backward) for variant in VARIANTS}
+
+
+def stage_breakdown(model, batch, repeats, device) -> dict[str, tuple[float, float]]:
+    """Forward+backward (wall, CPU) seconds of each stage of both computations, timed alone (interleaved medians).
 
     Each stage starts from detached inputs and back-propagates a sum of the outputs the step differentiates, so the
     tower stages include their own backward and the fusion stages theirs (down to the fusion inputs).
@@ -222,24 +228,15 @@ def stage_breakdown(model, batch, repeats, device) -> dict[str, float]:
             + first_text.crossattention.self.value(leaf(image)).sum()
         ),
     }
-    times = {name: [] for name in stages}
 
-    def run(name):
-        model.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.process_time() if device == "cpu" else time.perf_counter()
-        stages[name]().backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return (time.process_time() if device == "cpu" else time.perf_counter()) - start
+    def job(stage):
+        def forward_backward():
+            model.zero_grad(set_to_none=True)
+            stage().backward()
 
-    for name in stages:  # warm-up
-        run(name)
-    for index in range(repeats):
-        for name in stages if index % 2 == 0 else reversed(stages):
-            times[name].append(run(name))
-    return {name: statistics.median(values) for name, values in times.items()}
+        return forward_backward
+
+    return interleaved_medians({name: job(stage) for name, stage in stages.items()}, repeats, device)
 
 
 def print_breakdown(stage: dict[str, float], measured: dict[str, float]):
@@ -337,8 +334,8 @@ def main():
         f"size {args.size} {size}, batch {args.batch}, frames {args.frames or 1}, {params:.1f}M parameters, "
         f"device {args.device}, threads {torch.get_num_threads()}"
     )
-    forward = interleaved_medians(model, batch, args.repeats, False, args.device)
-    train = interleaved_medians(model, batch, args.repeats, True, args.device)
+    forward = interleaved_medians(step_jobs(model, batch, False), args.repeats, args.device)
+    train = interleaved_medians(step_jobs(model, batch, True), args.repeats, args.device)
     if args.device == "cpu":
         memory = {variant: peak_memory(variant, args) for variant in VARIANTS}
     else:
@@ -364,9 +361,10 @@ def main():
             f"{clock}: SCL / MLM+ITM = {scl / baseline:.2f}x (target <= 1.6x); "
             f"SCL / recompute-everything = {scl / naive:.2f}x (target <= 0.5x)"
         )
-    clock = 1 if args.device == "cpu" else 0
+    clock = 1 if args.device == "cpu" else 0  # CPU time on CPU
+    stages = stage_breakdown(model, batch, args.repeats, args.device)
     print_breakdown(
-        stage_breakdown(model, batch, args.repeats, args.device),
+        {name: times[clock] for name, times in stages.items()},
         {variant: train[variant][clock] for variant in VARIANTS},
     )
     growth = {variant: memory[variant]["growth_mib"] for variant in VARIANTS}
