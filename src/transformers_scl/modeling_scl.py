@@ -812,31 +812,40 @@ class SCLModel(SCLPreTrainedModel):
         text_states = (text,) if output_hidden_states else None
         image_states = ((image if image_index is None else image[image_index]),) if output_hidden_states else None
         attentions = ((), (), (), ()) if output_attentions else None
+        # (mode, mask, queries) of the text stream and of the image stream, in the middle layers and in the last one.
+        middle_layer = (("grad", text_mask, None), ("grad", image_to_text_mask, None))
+        final_layer = (
+            (final_text_layer, final_text_mask, final_text_queries),
+            (final_image_layer, final_image_to_text_mask, final_image_queries),
+        )
         last = len(self.cross_modal_text_layers) - 1
         for index, (text_layer, image_layer) in enumerate(
             zip(self.cross_modal_text_layers, self.cross_modal_image_layers)
         ):
+            (text_mode, text_self_mask, text_queries), (image_mode, image_cross_mask, image_queries) = (
+                final_layer if index == last else middle_layer
+            )
             # After the first layer every image row belongs to one pair: `image` has been expanded to the pairs.
             rows = image_index if index == 0 else None
             new_text, text_self, text_cross = self._run_stream(
                 text_layer,
-                final_text_layer if index == last else "grad",
+                text_mode,
                 text,
                 image,
-                final_text_mask if index == last else text_mask,
+                text_self_mask,
                 None,
-                num_queries=final_text_queries if index == last else None,
+                num_queries=text_queries,
                 encoder_row_index=rows,
                 **kwargs,
             )
             new_image, image_self, image_cross = self._run_stream(
                 image_layer,
-                final_image_layer if index == last else "grad",
+                image_mode,
                 image,
                 text,
                 None,
-                final_image_to_text_mask if index == last else image_to_text_mask,
-                num_queries=final_image_queries if index == last else None,
+                image_cross_mask,
+                num_queries=image_queries,
                 row_index=rows,
                 **kwargs,
             )
