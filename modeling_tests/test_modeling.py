@@ -484,6 +484,61 @@ def test_bad_image_index_raises_a_clear_error(image_index, message):
         model.fuse(full.text_embeds, full.image_embeds, image_index=image_index)
 
 
+@pytest.mark.parametrize("num_fusion_layers", [1, 2])
+@pytest.mark.parametrize("checkpointing", [None, "reentrant"])
+def test_image_cache_shared_by_several_fusions_equals_fusing_each_alone(num_fusion_layers, checkpointing):
+    """What pre-training does: ITM-like (`image_index`, `pooler_only`), MLM-like (image stream skipped) and
+    pass-B-like (image target without gradients) fusions of the same images read one `precompute_image_fusion`."""
+    config = tiny_config(
+        num_fusion_layers=num_fusion_layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    model = build(config=config, attn_implementation="eager").train()
+    if checkpointing:
+        model.gradient_checkpointing_enable({"use_reentrant": True})
+    texts = make_inputs(batch_size=2, seed=1)
+    videos = make_inputs(batch_size=2, num_frames=2, seed=2)
+    with torch.no_grad():
+        text = model(**texts).text_embeds
+        image = model(**videos).image_embeds
+    mask, image_index = texts["attention_mask"], torch.tensor([1, 1])
+    results = []
+    for cached in (False, True):
+        model.zero_grad()
+        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
+        cache = model.precompute_image_fusion(image_input) if cached else None
+        common = dict(attention_mask=mask, num_frames=2, image_cache=cache, output_attentions=True)
+        itm = model.fuse(text_input, image_input, image_index=image_index, pooler_only=True, **common)
+        mlm = model.fuse(text_input * 2, image_input, final_image_layer="skip", output_hidden_states=True, **common)
+        target = model.fuse(text_input, image_input, final_image_layer="no_grad", pooler_only=True, **common)
+        loss = itm.pooler_output.square().sum() + mlm.text_features.sum() + target.text_features.sum()
+        loss = loss + target.image_features.sum()  # no gradient: a target
+        loss.backward()
+        results.append(
+            [itm.pooler_output, mlm.text_features, target.text_features, target.image_features, *mlm.hidden_states[1]]
+            + [w for out in (itm, mlm) for weights in out.attentions for w in weights if w is not None]
+            + [text_input.grad, image_input.grad]
+            + [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+        )
+    assert len(results[0]) == len(results[1])
+    for alone, shared in zip(*results):
+        if isinstance(alone, tuple):  # a parameter's gradient
+            assert shared[0] == alone[0]
+            alone, shared = alone[1], shared[1]
+        torch.testing.assert_close(shared, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_image_cache_must_match_the_fused_images():
+    model = build()
+    full = model(**make_inputs())
+    cache = model.precompute_image_fusion(full.image_embeds)
+    with pytest.raises(ValueError, match="built from other `image_embeds`"):
+        model.fuse(full.text_embeds, full.image_embeds.clone(), image_cache=cache)
+    with pytest.raises(ValueError, match="image_token_type_idx=1, not 0"):
+        model.fuse(full.text_embeds, full.image_embeds, image_cache=cache, image_token_type_idx=0)
+    with pytest.raises(ValueError, match="must be \\(batch, tokens, hidden\\)"):
+        model.precompute_image_fusion(full.image_embeds[0])
+
+
 def test_interpolate_pos_encoding_accepts_other_resolutions():
     model = build()
     inputs = make_inputs(size=48)

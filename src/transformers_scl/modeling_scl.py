@@ -317,15 +317,17 @@ class SCLFusionAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, source_index=None, **kwargs):
-        """`source_index` `(batch,)`: row of `encoder_hidden_states` each query row attends to, when several query rows
-        share a source row; its keys and values are then projected once."""
-        source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query = self.query(hidden_states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of `source` `(batch, tokens, hidden)`, each `(batch, heads, tokens, head_dim)`."""
         key = self.key(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         value = self.value(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-        if source_index is not None:
-            key, value = key[source_index], value[source_index]
+        return key, value
+
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, key=None, value=None, **kwargs):
+        """`key` / `value`: precomputed by `key_value` (e.g. once per image for many pairs) instead of projecting."""
+        query = self.query(hidden_states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        if key is None:
+            key, value = self.key_value(hidden_states if encoder_hidden_states is None else encoder_hidden_states)
         output, weights = _attention_interface(self.config)(
             self,
             query,
@@ -358,8 +360,8 @@ class SCLAttentionBlock(nn.Module):
         self.self = SCLFusionAttention(config)
         self.output = SCLResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, source_index=None, **kwargs):
-        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, source_index, **kwargs)
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, key=None, value=None, **kwargs):
+        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, key, value, **kwargs)
         return self.output(context, hidden_states), weights
 
 
@@ -389,9 +391,10 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         encoder_hidden_states,
         attention_mask=None,
         encoder_attention_mask=None,
+        self_attention_output=None,
+        encoder_key=None,
+        encoder_value=None,
         num_queries: int | None = None,
-        row_index: torch.LongTensor | None = None,
-        encoder_row_index: torch.LongTensor | None = None,
         **kwargs,
     ):
         """
@@ -399,17 +402,18 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         queries). They still attend to the whole stream and the whole other stream, so they equal the full layer's
         outputs at those tokens.
 
-        `row_index` / `encoder_row_index` `(pairs,)`: when one row of this stream (or of the other) serves several
-        pairs, the row of each pair. This stream's self-attention, which sees no other stream, then runs once per
-        row, and the other stream's keys and values are projected once per row.
+        `self_attention_output` (the self-attention block's output for every token) and `encoder_key` /
+        `encoder_value` (the cross-attention's projections of the other stream): precomputed, when they depend on one
+        modality alone and serve several pairs (see `SCLModel.precompute_image_fusion`). Passed positionally, so that
+        reentrant activation checkpointing sees them.
         """
-        queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
-        hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
-        if row_index is not None:
-            hidden_states = hidden_states[row_index]
-            self_weights = self_weights[row_index] if self_weights is not None else None
+        if self_attention_output is None:
+            queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
+            hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
+        else:
+            hidden_states, self_weights = self_attention_output[:, :num_queries], None
         hidden_states, cross_weights = self.crossattention(
-            hidden_states, encoder_hidden_states, encoder_attention_mask, encoder_row_index, **kwargs
+            hidden_states, encoder_hidden_states, encoder_attention_mask, encoder_key, encoder_value, **kwargs
         )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_weights, cross_weights
@@ -669,6 +673,27 @@ class SCLVisionModel(SCLPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class SCLImageFusionCache:
+    """The first fusion layer's work that depends on the image alone (see [`SCLModel.precompute_image_fusion`]).
+
+    `image` is the image stream's input (`image_embeds` plus its token type); `self_attention_output` the output of
+    the image stream's first self-attention block; `key` / `value` the text stream's first cross-attention keys and
+    values of the image, `(images, heads, tokens, head_dim)`.
+    """
+
+    image_embeds: torch.Tensor
+    image_token_type_idx: int
+    image: torch.Tensor
+    self_attention_output: torch.Tensor | None
+    self_attention_weights: torch.Tensor | None
+    key: torch.Tensor
+    value: torch.Tensor
+
+    def first_layer_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        return self.self_attention_output, self.key, self.value
+
+
 class SCLModel(SCLPreTrainedModel):
     """SCL two-tower encoder with co-attention fusion (spec §1.1, §1.4).
 
@@ -736,6 +761,7 @@ class SCLModel(SCLPreTrainedModel):
         final_image_layer: str = "grad",
         pooler_only: bool = False,
         image_index: torch.LongTensor | None = None,
+        image_cache: SCLImageFusionCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
@@ -758,6 +784,8 @@ class SCLModel(SCLPreTrainedModel):
         candidates): `image_embeds` then holds each image once. The same as passing `image_embeds[image_index]`, but
         what depends on the image alone — the first layer's image self-attention and the image keys and values of
         the text stream's first cross-attention — runs once per image instead of once per pair.
+
+        `image_cache` (from `precompute_image_fusion(image_embeds)`) shares that work across `fuse` calls as well.
         """
         if text_embeds.dim() != 3 or image_embeds.dim() != 3:
             raise ValueError(
@@ -785,9 +813,20 @@ class SCLModel(SCLPreTrainedModel):
             raise ValueError(
                 f"`attention_mask` {tuple(attention_mask.shape)} does not match the text {tuple(text_embeds.shape[:2])}."
             )
+        if image_cache is not None:
+            if image_cache.image_embeds is not image_embeds:
+                raise ValueError(
+                    "`image_cache` was built from other `image_embeds`; pass the tensor it was built from."
+                )
+            if image_cache.image_token_type_idx != image_token_type_idx:
+                raise ValueError(
+                    f"`image_cache` was built with image_token_type_idx={image_cache.image_token_type_idx}, not "
+                    f"{image_token_type_idx}."
+                )
         token_types = self.token_type_embeddings.weight
         text = text_embeds + token_types[0]
-        image = image_embeds + token_types[image_token_type_idx]
+        image = image_embeds + token_types[image_token_type_idx] if image_cache is None else image_cache.image
+        last = len(self.cross_modal_text_layers) - 1
 
         # The image is never padded; only text padding is masked (in text self-attention and image cross-attention).
         text_mask = create_bidirectional_mask(self.config, text, attention_mask)
@@ -809,8 +848,16 @@ class SCLModel(SCLPreTrainedModel):
                 self.config, image[:, :num_frames], attention_mask, encoder_hidden_states=text
             )
 
+        # Many texts per image: what the first layer computes from the image alone runs once per image.
+        if image_cache is None and image_index is not None:
+            first_queries = final_image_queries if last == 0 else None
+            skip_self_attention = last == 0 and final_image_layer == "skip"
+            image_cache = self._image_fusion_cache(
+                image_embeds, image, image_token_type_idx, first_queries, skip_self_attention, **kwargs
+            )
+        pairs = slice(None) if image_index is None else image_index
         text_states = (text,) if output_hidden_states else None
-        image_states = ((image if image_index is None else image[image_index]),) if output_hidden_states else None
+        image_states = (image[pairs],) if output_hidden_states else None
         attentions = ((), (), (), ()) if output_attentions else None
         # (mode, mask, queries) of the text stream and of the image stream, in the middle layers and in the last one.
         middle_layer = (("grad", text_mask, None), ("grad", image_to_text_mask, None))
@@ -818,15 +865,17 @@ class SCLModel(SCLPreTrainedModel):
             (final_text_layer, final_text_mask, final_text_queries),
             (final_image_layer, final_image_to_text_mask, final_image_queries),
         )
-        last = len(self.cross_modal_text_layers) - 1
         for index, (text_layer, image_layer) in enumerate(
             zip(self.cross_modal_text_layers, self.cross_modal_image_layers)
         ):
             (text_mode, text_self_mask, text_queries), (image_mode, image_cross_mask, image_queries) = (
                 final_layer if index == last else middle_layer
             )
-            # After the first layer every image row belongs to one pair: `image` has been expanded to the pairs.
-            rows = image_index if index == 0 else None
+            # The first layer's image-only work comes from the cache, expanded to the pairs.
+            cached = (None, None, None)
+            if index == 0 and image_cache is not None:
+                cached = tuple(None if t is None else t[pairs] for t in image_cache.first_layer_inputs())
+            image_self_output, text_cross_key, text_cross_value = cached
             new_text, text_self, text_cross = self._run_stream(
                 text_layer,
                 text_mode,
@@ -834,8 +883,10 @@ class SCLModel(SCLPreTrainedModel):
                 image,
                 text_self_mask,
                 None,
+                None,
+                text_cross_key,
+                text_cross_value,
                 num_queries=text_queries,
-                encoder_row_index=rows,
                 **kwargs,
             )
             new_image, image_self, image_cross = self._run_stream(
@@ -845,10 +896,13 @@ class SCLModel(SCLPreTrainedModel):
                 text,
                 None,
                 image_cross_mask,
+                image_self_output,
                 num_queries=image_queries,
-                row_index=rows,
                 **kwargs,
             )
+            if new_image is not None and image_self_output is not None:  # the cache's weights, for these queries
+                weights = image_cache.self_attention_weights
+                image_self = None if weights is None else weights[pairs][..., :image_queries, :]
             text, image = new_text, new_image
             if output_hidden_states:
                 text_states += (text,)
@@ -878,7 +932,7 @@ class SCLModel(SCLPreTrainedModel):
         )
 
     @staticmethod
-    def _run_stream(layer, mode, hidden, other, mask, cross_mask, **kwargs):
+    def _run_stream(layer, mode, *args, **kwargs):
         """One stream's layer, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
         if mode == "skip":
             return None, None, None
@@ -886,8 +940,40 @@ class SCLModel(SCLPreTrainedModel):
             raise ValueError(f"Final-layer mode must be 'grad', 'no_grad' or 'skip', got {mode!r}.")
         if mode == "no_grad":
             with torch.no_grad():
-                return layer(hidden, other, mask, cross_mask, **kwargs)
-        return layer(hidden, other, mask, cross_mask, **kwargs)
+                return layer(*args, **kwargs)
+        return layer(*args, **kwargs)
+
+    def precompute_image_fusion(
+        self, image_embeds: torch.Tensor, image_token_type_idx: int = 1, **kwargs
+    ) -> SCLImageFusionCache:
+        """The first fusion layer's work that depends on the image alone, to pass to `fuse` as `image_cache` when the
+        same images are fused with several batches of texts (e.g. the ITM, MLM and completion passes of a
+        pre-training step): the image stream's first self-attention, and the image keys and values of the text
+        stream's first cross-attention. Within one `fuse` call, `image_index` shares the same work by itself.
+
+        Under training dropout, every pair that reads the cache shares its dropout masks.
+        """
+        if image_embeds.dim() != 3:
+            raise ValueError(f"`image_embeds` must be (batch, tokens, hidden), got {tuple(image_embeds.shape)}.")
+        if not 0 <= image_token_type_idx < self.config.num_token_types:
+            raise ValueError(
+                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
+                f"{self.config.num_token_types} rows."
+            )
+        image = image_embeds + self.token_type_embeddings.weight[image_token_type_idx]
+        return self._image_fusion_cache(image_embeds, image, image_token_type_idx, **kwargs)
+
+    def _image_fusion_cache(
+        self, image_embeds, image, image_token_type_idx, num_queries=None, skip_self_attention=False, **kwargs
+    ):
+        """For a one-layer fuse: `num_queries` runs the image self-attention for the first tokens only
+        (`pooler_only`), `skip_self_attention` not at all (the image stream's last layer is skipped)."""
+        self_output = self_weights = None
+        if not skip_self_attention:
+            queries = image if num_queries is None else image[:, :num_queries]
+            self_output, self_weights = self.cross_modal_image_layers[0].attention(queries, image, None, **kwargs)
+        key, value = self.cross_modal_text_layers[0].crossattention.self.key_value(image)
+        return SCLImageFusionCache(image_embeds, image_token_type_idx, image, self_output, self_weights, key, value)
 
     # -- everything at once ------------------------------------------------------------------------------------------
 
@@ -1263,6 +1349,8 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
       streams, which are still built with gradients;
     * the ITM pass and both completion passes read only CLS tokens of the last fusion layer, so that layer runs
       for the text CLS and the frame CLS tokens only (`SCLModel.fuse(pooler_only=True)`);
+    * the ITM, MLM and pass-B fusions share the first fusion layer's work that depends on the complete image alone
+      (`SCLModel.precompute_image_fusion`), and the ITM pass fuses each image once however many texts it serves;
     * a pass that yields only a target (pass A without MVSC, pass B without MLSC) runs entirely without autograd.
 
     **Why the gradients are the reference's.** Each loss is the same function of the same inputs. Without dropout a
@@ -1270,7 +1358,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
     consumers of a cached tensor exactly as the reference's separate recomputations sum theirs. Targets are
     `.detach()`-ed in the reference, so building no graph for them changes nothing. Under training dropout the
     reference draws an independent mask per recomputation and we draw one per tower run: the same expectation,
-    different noise.
+    different noise; likewise the passes that share the first fusion layer's image-only work share its dropout masks.
 
     Deviations from the reference: MVSC normalises over the feature axis (spec §2.4, §7.2 item 11); ITM negatives
     are other images of the local batch instead of random dataset images (spec §2.2); `itc_temperature` is divided
@@ -1369,18 +1457,33 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
             )
             outputs.update(itc_logits_per_text=logits_per_text, itc_logits_per_image=logits_per_image)
 
+        # ITM, MLM and pass B fuse the complete images: their first fusion layer's image-only work runs once.
+        image_cache = None
+        if objectives & {"itm", "mlm"} or semantic_completion:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and bool(objectives & {"itm", "mlm", "mlsc"})):
+                image_cache = self.scl.precompute_image_fusion(image_embeds, **kwargs)
+
         if "itm" in objectives:
             itm_labels, image_index = self._itm_pairs(
                 input_ids.shape[0], itm_labels, itm_negative_indices, itc_text, itc_image, generator
             )
-            fused = self.scl.fuse(text_embeds["complete"], image_embeds[image_index], pooler_only=True, **fuse_kwargs)
+            fused = self.scl.fuse(
+                text_embeds["complete"],
+                image_embeds,
+                image_index=image_index,
+                image_cache=image_cache,
+                pooler_only=True,
+                **fuse_kwargs,
+            )
             outputs["itm_logits"] = self.itm_score(fused.pooler_output)
             outputs["itm_labels"] = itm_labels
             losses["itm"] = nn.functional.cross_entropy(outputs["itm_logits"], itm_labels)
 
         if "mlm" in objectives:
             # spec §2.1: only the fused text is scored, so the image stream's last layer is not needed.
-            fused = self.scl.fuse(text_embeds["mlm"], image_embeds, final_image_layer="skip", **fuse_kwargs)
+            fused = self.scl.fuse(
+                text_embeds["mlm"], image_embeds, final_image_layer="skip", image_cache=image_cache, **fuse_kwargs
+            )
             masked = mlm_labels != -100
             outputs["mlm_logits"] = self.mlm_score(fused.text_features[masked])
             mlm_targets = mlm_labels[masked]
@@ -1399,6 +1502,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
                     final_text_layer="grad" if want_mlsc else "skip",
                     final_image_layer="no_grad" if want_mvsc else "skip",
                     pooler_only=True,
+                    image_cache=image_cache,
                     **fuse_kwargs,
                 )
             # spec §2.4 pass A: complete text + patch-dropped image. Frame CLS → MVSC prediction; text CLS → MLSC target.
