@@ -1,12 +1,15 @@
-"""One rank of `test_distributed.py`: `torchrun --nproc_per_node 2 distributed_worker.py OUT`.
+"""One rank of `test_distributed.py`: `torchrun --nproc_per_node 2 distributed_worker.py OUT [MODE]`.
 
 Every rank builds the same tiny SCLForPreTraining (float64, dropout off) and the same global batch, keeps its own
-contiguous slice of rows, runs forward + backward under DistributedDataParallel (gloo, CPU), and rank 0 saves the
-rank-averaged loss terms and the DDP-averaged gradients to OUT.
+contiguous slice of rows, runs forward + backward under MODE (gloo, CPU), and rank 0 saves the rank-averaged loss
+terms and the rank-averaged gradients to OUT. MODE: `ddp` (DistributedDataParallel, the default), `fsdp` (FSDP2 as
+accelerate prepares it from `examples/accelerate_configs/fsdp.yaml`: one unit per tower and fusion layer) or
+`fsdp-checkpointing` (the same with accelerate's activation checkpointing).
 """
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -64,7 +67,55 @@ def local_slice(batch: dict, rank: int, world_size: int) -> dict:
     return part
 
 
-def main(out_path: str):
+def shard(model, activation_checkpointing: bool):
+    """FSDP2 as `accelerate launch --config_file examples/accelerate_configs/fsdp.yaml` prepares it on GPUs: that file's
+    `fsdp_config` in accelerate's plugin, applied by accelerate's own FSDP2 functions (activation checkpointing, then
+    `fully_shard` per unit). On CPU, `Accelerator.prepare` would fall back to DDP, so they are called directly, with
+    the few accelerator attributes they read; mixed precision stays off to compare in float64."""
+    from types import SimpleNamespace
+
+    import yaml
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_apply_ac, fsdp2_prepare_model
+
+    config_file = Path(__file__).parents[1] / "examples" / "accelerate_configs" / "fsdp.yaml"
+    fsdp = yaml.safe_load(config_file.read_text())["fsdp_config"]
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=fsdp["fsdp_version"],
+        auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"].lower(),
+        transformer_cls_names_to_wrap=fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","),
+        reshard_after_forward=fsdp["fsdp_reshard_after_forward"],
+        cpu_offload=fsdp["fsdp_offload_params"],
+        cpu_ram_efficient_loading=fsdp["fsdp_cpu_ram_efficient_loading"],
+        state_dict_type=fsdp["fsdp_state_dict_type"],
+        activation_checkpointing=activation_checkpointing or fsdp["fsdp_activation_checkpointing"],
+    )
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(fsdp_plugin=plugin),
+        mixed_precision="no",
+        device=torch.device("cpu"),
+        is_main_process=torch.distributed.get_rank() == 0,
+    )
+    plugin.set_auto_wrap_policy(model)
+    if plugin.activation_checkpointing:
+        model = fsdp2_apply_ac(accelerator, model)
+    model = fsdp2_prepare_model(accelerator, model)
+    # The units accelerate made: every layer class named in the file, and the root.
+    units = {type(m).__name__ for m in model.modules() if type(m).__name__.startswith("FSDP")}
+    assert {"FSDPSCLCrossLayer", "FSDPSCLVisionEncoderLayer", "FSDPRobertaLayer", "FSDPSCLForPreTraining"} <= units
+    return model
+
+
+def full_gradients(model) -> dict[str, torch.Tensor]:
+    grads = {}
+    for name, param in model.named_parameters():
+        grad = param.grad
+        name = name.replace("_checkpoint_wrapped_module.", "")  # accelerate's activation-checkpointing wrapper
+        grads[name] = grad.full_tensor() if hasattr(grad, "full_tensor") else grad  # FSDP2 keeps sharded DTensors
+    return grads
+
+
+def main(out_path: str, mode: str):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -72,9 +123,13 @@ def main(out_path: str):
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     try:
-        model = DistributedDataParallel(build_model())
+        if mode == "ddp":
+            model = DistributedDataParallel(build_model())
+        else:
+            model = shard(build_model(), activation_checkpointing=mode == "fsdp-checkpointing")
         output = model(**local_slice(global_batch(world_size), rank, world_size))
-        output.loss.backward()  # DDP averages the gradients over ranks
+        output.loss.backward()  # DDP and FSDP average the gradients over ranks
+        grads = full_gradients(model.module if mode == "ddp" else model)
 
         # Each rank's loss is the mean over its own rows: the mean over ranks is the global batch's mean.
         terms = torch.stack([output.loss.detach(), *(value.detach() for value in output.loss_info.values())])
@@ -86,7 +141,7 @@ def main(out_path: str):
                 {
                     "losses": dict(zip(names, terms)),
                     "itc_logits_shape": tuple(output.itc_logits_per_text.shape),
-                    "grads": {name: p.grad for name, p in model.module.named_parameters()},
+                    "grads": grads,
                 },
                 out_path,
             )
@@ -119,4 +174,4 @@ def uneven_contrast(out_path: str, rank: int):
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "ddp")

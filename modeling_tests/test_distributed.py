@@ -4,6 +4,7 @@ Why they must be equal: rank r's loss is the mean over its own rows, its contras
 gathered from both ranks; the all-gather's backward returns to each rank the gradients that *every* rank's loss
 sends to its features; DDP then averages the parameter gradients over ranks. So the gradient is that of
 mean_r(L_r), and with equal local batches mean_r(L_r) is the global mean over all rows, i.e. the single-process loss.
+FSDP2, which shards every tower and fusion layer, must give the same (its reduce-scatter averages as DDP does).
 ITM negatives are drawn within a rank, and the MLM mean is over masked tokens, so the batch fixes ITM pairs inside
 each rank's rows and masks the same number of tokens per row (see `distributed_worker.global_batch`).
 """
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from distributed_worker import WORLD_BATCH, build_model, global_batch, uneven_features
 from torch.nn import functional as F
@@ -22,12 +24,13 @@ from transformers_scl.losses import image_text_contrastive_loss
 HERE = Path(__file__).parent
 
 
-def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-checkpointing"])
+def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path, mode):
     out = tmp_path / "rank0.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
-        [*command, str(HERE / "distributed_worker.py"), str(out)],
+        [*command, str(HERE / "distributed_worker.py"), str(out), mode],
         env=env,
         capture_output=True,
         text=True,

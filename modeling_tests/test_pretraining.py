@@ -216,12 +216,27 @@ def test_mlm_batch_without_masked_tokens_gives_zero_not_nan():
 
 def test_itc_temperature_is_a_learnable_scalar_initialised_from_the_config(tmp_path):
     model = build(itc_temperature_init=0.05)
-    assert model.itc_temperature.shape == () and model.itc_temperature.requires_grad
+    # One element of shape (1,), not 0-d: FSDP refuses to shard 0-d parameters.
+    assert model.itc_temperature.shape == (1,) and model.itc_temperature.requires_grad
     assert model.itc_temperature.item() == pytest.approx(0.05)
     model.save_pretrained(tmp_path)
     reloaded = SCLForPreTraining.from_pretrained(tmp_path).eval()
     batch = make_batch()
     torch.testing.assert_close(reloaded(**batch).loss, model(**batch).loss)
+
+
+def test_a_checkpoint_with_a_0d_itc_temperature_still_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = build(itc_temperature_init=0.05)
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["itc_temperature"] = state["itc_temperature"].reshape(())  # as saved before the (1,) shape
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reloaded, info = SCLForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["mismatched_keys"] and not info["missing_keys"]
+    assert reloaded.itc_temperature.shape == (1,) and reloaded.itc_temperature.item() == pytest.approx(0.05)
+    assert reloaded.itc_temperature.requires_grad
 
 
 def test_pretraining_model_loads_a_base_model_checkpoint(tmp_path):

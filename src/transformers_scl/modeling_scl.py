@@ -395,6 +395,7 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         encoder_key=None,
         encoder_value=None,
         num_queries: int | None = None,
+        only: str | None = None,
         **kwargs,
     ):
         """
@@ -406,10 +407,20 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         `encoder_value` (the cross-attention's projections of the other stream): precomputed, when they depend on one
         modality alone and serve several pairs (see `SCLModel.precompute_image_fusion`). Passed positionally, so that
         reentrant activation checkpointing sees them.
+
+        `only` computes one of those parts instead of the layer: `"self_attention"` returns the self-attention block's
+        `(output, weights)`, `"encoder_key_value"` the cross-attention's `(key, value)` of `encoder_hidden_states`.
+        They go through `forward` so that FSDP gathers the layer's weights and activation checkpointing covers them.
         """
+        if only not in (None, "self_attention", "encoder_key_value"):
+            raise ValueError(f"`only` must be None, 'self_attention' or 'encoder_key_value', got {only!r}.")
+        if only == "encoder_key_value":
+            return self.crossattention.self.key_value(encoder_hidden_states)
         if self_attention_output is None:
             queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
             hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
+            if only == "self_attention":
+                return hidden_states, self_weights
         else:
             hidden_states, self_weights = self_attention_output[:, :num_queries], None
         hidden_states, cross_weights = self.crossattention(
@@ -532,6 +543,16 @@ class SCLPreTrainedModel(PreTrainedModel):
         return _from_vision_text_pretrained(
             cls, vision_model_name_or_path, text_model_name_or_path, image_size, output_loading_info, **config_kwargs
         )
+
+    @classmethod
+    def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config):
+        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`), where a
+        # checkpoint's 0-d `itc_temperature` is still a size mismatch that finalisation would turn into an error.
+        loading_info, disk_offload_index = super()._load_pretrained_model(
+            model, state_dict, checkpoint_files, load_config
+        )
+        _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files)
+        return loading_info, disk_offload_index
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save with a complete `auto_map`, so every SCL Auto class loads the folder with `trust_remote_code=True`."""
@@ -970,9 +991,10 @@ class SCLModel(SCLPreTrainedModel):
         (`pooler_only`), `skip_self_attention` not at all (the image stream's last layer is skipped)."""
         self_output = self_weights = None
         if not skip_self_attention:
-            queries = image if num_queries is None else image[:, :num_queries]
-            self_output, self_weights = self.cross_modal_image_layers[0].attention(queries, image, None, **kwargs)
-        key, value = self.cross_modal_text_layers[0].crossattention.self.key_value(image)
+            self_output, self_weights = self.cross_modal_image_layers[0](
+                image, None, num_queries=num_queries, only="self_attention", **kwargs
+            )
+        key, value = self.cross_modal_text_layers[0](None, image, only="encoder_key_value")
         return SCLImageFusionCache(image_embeds, image_token_type_idx, image, self_output, self_weights, key, value)
 
     # -- everything at once ------------------------------------------------------------------------------------------
@@ -1326,8 +1348,9 @@ class _SCLContrastiveFeatures:
     def _add_itc_heads(self, config: SCLConfig):
         self.itc_text_projection = SCLITCProjection(config)
         self.itc_image_projection = SCLITCProjection(config)
-        # spec §1.1: learnable divisor, init 0.07, not log-parameterised.
-        self.itc_temperature = nn.Parameter(torch.tensor(config.itc_temperature_init))
+        # spec §1.1: learnable divisor, init 0.07, not log-parameterised. Shape (1,), not the reference's scalar:
+        # FSDP cannot shard a 0-d parameter. Checkpoints with the scalar load (`_load_scalar_temperature`).
+        self.itc_temperature = nn.Parameter(torch.full((1,), config.itc_temperature_init))
 
 
 class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
@@ -1860,6 +1883,22 @@ def _read_checkpoint_tensor(state_dict, checkpoint_files, names) -> torch.Tensor
             if found is not None:
                 return weights[found]
     return None
+
+
+def _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files):
+    """A checkpoint's 0-d `itc_temperature` (the reference's `cl_temp`, and this package before 0.1) loads into the
+    (1,)-shaped parameter, instead of being reported as a size mismatch."""
+    entry = next((m for m in loading_info.mismatched_keys if m[0] == "itc_temperature"), None)
+    if entry is None or tuple(entry[1]) != () or tuple(entry[2]) != (1,):
+        return  # absent, or a genuine mismatch: left to transformers' loading report
+    value = _read_checkpoint_tensor(state_dict, checkpoint_files, ("itc_temperature",))
+    if value is None:
+        return
+    reference = model.scl.cross_modal_text_transform.weight  # loaded, so on the model's device (not meta)
+    parameter = nn.Parameter(value.reshape(1).to(device=reference.device, dtype=reference.dtype))
+    parameter._is_hf_initialized = True  # loaded, so transformers must not initialise it again
+    model.itc_temperature = parameter
+    loading_info.mismatched_keys.discard(entry)
 
 
 def _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files):

@@ -105,7 +105,8 @@ def _temporal(match: re.Match, tensor: torch.Tensor, out: MappedStateDict, key: 
 
 
 def _temperature(match: re.Match, tensor: torch.Tensor, out: MappedStateDict, key: str):
-    out.tensors["itc_temperature"] = tensor
+    # The reference's scalar becomes a (1,) parameter, which FSDP can shard.
+    out.tensors["itc_temperature"] = tensor.reshape(1)
     out.sources["itc_temperature"] = key
 
 
