@@ -146,6 +146,7 @@ def main(out_path: str, mode: str):
                 out_path,
             )
         uneven_contrast(out_path, rank)
+        dist.barrier()  # no rank tears the group down while the other still communicates
     finally:
         dist.destroy_process_group()
 
