@@ -7,6 +7,7 @@ accelerate prepares it from `examples/accelerate_configs/fsdp.yaml`: one unit pe
 `fsdp-checkpointing` (the same with accelerate's activation checkpointing).
 """
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -146,7 +147,11 @@ def main(out_path: str, mode: str):
                 out_path,
             )
         uneven_contrast(out_path, rank)
-        dist.barrier()  # no rank tears the group down while the other still communicates
+        # Release what holds the group (FSDP's state, the autograd graph) while it exists, and let no rank tear it
+        # down while the other still communicates.
+        del model, output, grads
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -494,7 +494,7 @@ def test_image_cache_shared_by_several_fusions_equals_fusing_each_alone(num_fusi
     )
     model = build(config=config, attn_implementation="eager").train()
     if checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": True})
+        model.activation_checkpointing_enable({"use_reentrant": True})
     texts = make_inputs(batch_size=2, seed=1)
     videos = make_inputs(batch_size=2, num_frames=2, seed=2)
     with torch.no_grad():

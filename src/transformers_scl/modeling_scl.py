@@ -318,21 +318,21 @@ class SCLFusionAttention(nn.Module):
         self.dropout = config.attention_probs_dropout_prob
 
     def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of `source` `(batch, tokens, hidden)`, each `(batch, heads, tokens, head_dim)`."""
-        key = self.key(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-        value = self.value(source).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-        return key, value
+        """Key and value projections of `source` `(batch, tokens, hidden)`, before the split into heads."""
+        return self.key(source), self.value(source)
+
+    def _heads(self, states: torch.Tensor) -> torch.Tensor:
+        return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, key=None, value=None, **kwargs):
         """`key` / `value`: precomputed by `key_value` (e.g. once per image for many pairs) instead of projecting."""
-        query = self.query(hidden_states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         if key is None:
             key, value = self.key_value(hidden_states if encoder_hidden_states is None else encoder_hidden_states)
         output, weights = _attention_interface(self.config)(
             self,
-            query,
-            key,
-            value,
+            self._heads(self.query(hidden_states)),
+            self._heads(key),
+            self._heads(value),
             attention_mask,
             scaling=self.scale,
             dropout=self.dropout if self.training else 0.0,
@@ -415,7 +415,8 @@ class SCLCrossLayer(GradientCheckpointingLayer):
         if only not in (None, "self_attention", "encoder_key_value"):
             raise ValueError(f"`only` must be None, 'self_attention' or 'encoder_key_value', got {only!r}.")
         if only == "encoder_key_value":
-            return self.crossattention.self.key_value(encoder_hidden_states)
+            # A linear layer's 3-d output is a view, which FSDP2 warns about in a unit's outputs; the copy is small.
+            return tuple(t.clone() for t in self.crossattention.self.key_value(encoder_hidden_states))
         if self_attention_output is None:
             queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
             hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
@@ -699,8 +700,8 @@ class SCLImageFusionCache:
     """The first fusion layer's work that depends on the image alone (see [`SCLModel.precompute_image_fusion`]).
 
     `image` is the image stream's input (`image_embeds` plus its token type); `self_attention_output` the output of
-    the image stream's first self-attention block; `key` / `value` the text stream's first cross-attention keys and
-    values of the image, `(images, heads, tokens, head_dim)`.
+    the image stream's first self-attention block; `key` / `value` the text stream's first cross-attention key and
+    value projections of the image, `(images, tokens, hidden)`.
     """
 
     image_embeds: torch.Tensor
