@@ -547,11 +547,13 @@ class SCLPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config):
-        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`), where a
-        # checkpoint's 0-d `itc_temperature` is still a size mismatch that finalisation would turn into an error.
+        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`). Two checkpoint
+        # shapes that load here are still size mismatches, which finalisation would turn into an error or a random
+        # re-initialisation: a token-type table with fewer rows (NLVR2 grows 2 to 3) and a 0-d `itc_temperature`.
         loading_info, disk_offload_index = super()._load_pretrained_model(
             model, state_dict, checkpoint_files, load_config
         )
+        _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files)
         _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files)
         return loading_info, disk_offload_index
 
@@ -1853,16 +1855,6 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
             hidden_states=tuple(output.hidden_states for output in fused) if output_hidden_states else None,
             attentions=tuple(output.attentions for output in fused) if output_attentions else None,
         )
-
-    @classmethod
-    def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config):
-        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`): a 2-row table is
-        # a size mismatch here, which finalisation would turn into an error or a random re-initialisation.
-        loading_info, disk_offload_index = super()._load_pretrained_model(
-            model, state_dict, checkpoint_files, load_config
-        )
-        _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files)
-        return loading_info, disk_offload_index
 
 
 def _read_checkpoint_tensor(state_dict, checkpoint_files, names) -> torch.Tensor | None:
