@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_dataset
 from finetuning_utils import (
     ModelArguments,
@@ -394,3 +395,6 @@ def main(args: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    # Under torchrun / accelerate launch, tear the process group down: gloo's threads abort the exit otherwise.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -909,3 +909,6 @@ def main(args: Sequence[str] | None = None, callbacks: list[TrainerCallback] | N
 
 if __name__ == "__main__":
     main()
+    # Under torchrun / accelerate launch, tear the process group down: gloo's threads abort the exit otherwise.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
