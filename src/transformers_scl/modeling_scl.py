@@ -714,9 +714,6 @@ class SCLImageFusionCache:
     key: torch.Tensor
     value: torch.Tensor
 
-    def first_layer_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        return self.self_attention_output, self.key, self.value
-
 
 class SCLModel(SCLPreTrainedModel):
     """SCL two-tower encoder with co-attention fusion (spec §1.1, §1.4).
@@ -828,11 +825,7 @@ class SCLModel(SCLPreTrainedModel):
             raise ValueError(f"Batch sizes differ: text {text_embeds.shape[0]}, image {image_embeds.shape[0]}.")
         if not 1 <= num_frames <= image_embeds.shape[1]:
             raise ValueError(f"num_frames={num_frames} is invalid for {image_embeds.shape[1]} image tokens.")
-        if not 0 <= image_token_type_idx < self.config.num_token_types:
-            raise ValueError(
-                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
-                f"{self.config.num_token_types} rows."
-            )
+        self._check_image_token_type(image_token_type_idx)
         if attention_mask is not None and attention_mask.shape != text_embeds.shape[:2]:
             raise ValueError(
                 f"`attention_mask` {tuple(attention_mask.shape)} does not match the text {tuple(text_embeds.shape[:2])}."
@@ -898,7 +891,8 @@ class SCLModel(SCLPreTrainedModel):
             # The first layer's image-only work comes from the cache, expanded to the pairs.
             cached = (None, None, None)
             if index == 0 and image_cache is not None:
-                cached = tuple(None if t is None else t[pairs] for t in image_cache.first_layer_inputs())
+                cached = (image_cache.self_attention_output, image_cache.key, image_cache.value)
+                cached = tuple(None if t is None else t[pairs] for t in cached)
             image_self_output, text_cross_key, text_cross_value = cached
             new_text, text_self, text_cross = self._run_stream(
                 text_layer,
@@ -955,6 +949,13 @@ class SCLModel(SCLPreTrainedModel):
             attentions=attentions,
         )
 
+    def _check_image_token_type(self, image_token_type_idx: int):
+        if not 0 <= image_token_type_idx < self.config.num_token_types:
+            raise ValueError(
+                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
+                f"{self.config.num_token_types} rows."
+            )
+
     @staticmethod
     def _run_stream(layer, mode, *args, **kwargs):
         """One stream's layer, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
@@ -979,11 +980,7 @@ class SCLModel(SCLPreTrainedModel):
         """
         if image_embeds.dim() != 3:
             raise ValueError(f"`image_embeds` must be (batch, tokens, hidden), got {tuple(image_embeds.shape)}.")
-        if not 0 <= image_token_type_idx < self.config.num_token_types:
-            raise ValueError(
-                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
-                f"{self.config.num_token_types} rows."
-            )
+        self._check_image_token_type(image_token_type_idx)
         image = image_embeds + self.token_type_embeddings.weight[image_token_type_idx]
         return self._image_fusion_cache(image_embeds, image, image_token_type_idx, **kwargs)
 
@@ -1878,6 +1875,15 @@ def _read_checkpoint_tensor(state_dict, checkpoint_files, names) -> torch.Tensor
     return None
 
 
+def _loaded_parameter(model, tensor: torch.Tensor) -> nn.Parameter:
+    """`tensor`, read from the checkpoint, as a parameter on the model's device and dtype that transformers treats as
+    loaded (its finalisation must not initialise it again)."""
+    reference = model.scl.cross_modal_text_transform.weight  # loaded, so on the model's device (not meta)
+    parameter = nn.Parameter(tensor.to(device=reference.device, dtype=reference.dtype))
+    parameter._is_hf_initialized = True
+    return parameter
+
+
 def _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files):
     """A checkpoint's 0-d `itc_temperature` (the reference's `cl_temp`, and this package before 0.1) loads into the
     (1,)-shaped parameter, instead of being reported as a size mismatch."""
@@ -1887,10 +1893,7 @@ def _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files):
     value = _read_checkpoint_tensor(state_dict, checkpoint_files, ("itc_temperature",))
     if value is None:
         return
-    reference = model.scl.cross_modal_text_transform.weight  # loaded, so on the model's device (not meta)
-    parameter = nn.Parameter(value.reshape(1).to(device=reference.device, dtype=reference.dtype))
-    parameter._is_hf_initialized = True  # loaded, so transformers must not initialise it again
-    model.itc_temperature = parameter
+    model.itc_temperature = _loaded_parameter(model, value.reshape(1))
     loading_info.mismatched_keys.discard(entry)
 
 
@@ -1912,10 +1915,7 @@ def _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_f
         return
     extra_rows = model_shape[0] - checkpoint_shape[0]
     grown = torch.cat([table, table[-1:].expand(extra_rows, -1)], dim=0)
-    reference = model.scl.cross_modal_text_transform.weight
-    parameter = nn.Parameter(grown.to(device=reference.device, dtype=reference.dtype))
-    parameter._is_hf_initialized = True  # loaded, so transformers must not initialise it again
-    model.scl.token_type_embeddings.weight = parameter
+    model.scl.token_type_embeddings.weight = _loaded_parameter(model, grown)
     loading_info.mismatched_keys.discard(entry)
     logger.info(
         f"Grew {target} from {checkpoint_shape[0]} to {model_shape[0]} token types; the new rows copy row "
