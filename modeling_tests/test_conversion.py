@@ -23,7 +23,7 @@ from synthetic_original import (
     save_checkpoint,
 )
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, AutoProcessor
 
 from transformers_scl import modeling_scl
 from transformers_scl.conversion import (
@@ -163,6 +163,8 @@ def test_conversion_reloads_through_automodel_and_runs(pretraining):
     ]
     reloaded = AutoModel.from_pretrained(result.output_dir)
     assert type(reloaded).__name__ == "SCLModel"
+    processor = AutoProcessor.from_pretrained(result.output_dir)  # knows the position table: 66 rows, 64 tokens
+    assert (processor.max_text_length, processor.text_vocab_size) == (64, reloaded.config.text_config.vocab_size)
     ids = torch.tensor([[0, 5, 6, 2]])
     output = reloaded(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32))
     assert output.pooler_output.shape == (1, 64) and torch.isfinite(output.pooler_output).all()

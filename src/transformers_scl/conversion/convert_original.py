@@ -31,7 +31,7 @@ from ..configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
 from ..hub import ensure_remote_code, push_folder_to_hub, write_model_card
 from ..image_processing_scl import SCLImageProcessor
 from ..modeling_scl import resize_position_embedding
-from ..processing_scl import SCLProcessor
+from ..processing_scl import SCLProcessor, text_limits_from_config
 from ..video_processing_scl import SCLVideoProcessor
 from .key_mapping import CheckpointKeyError, compact_keys, head_of, map_state_dict
 from .original_checkpoint import OriginalCheckpoint, UntrustedCheckpointError, load_original_checkpoint
@@ -393,6 +393,7 @@ def build_processor(tokenizer: str, config: SCLConfig) -> SCLProcessor:
             size=size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
         ),
         tokenizer=text_tokenizer,
+        **text_limits_from_config(config),
     )
 
 
