@@ -630,15 +630,28 @@ def test_processor_saved_without_limits_reads_them_from_the_model_config_beside_
 def test_reloaded_processor_equals_the_saved_one(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     assert SCLProcessor.from_pretrained(tmp_path).to_dict() == processor.to_dict()
-    assert processor.to_dict()["auto_map"] == {"AutoProcessor": "processing_scl.SCLProcessor"}
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoProcessor": "processing_scl.SCLProcessor"}  # still written, for remote code
 
 
 def test_call_annotates_its_inputs_like_transformers_processors():
     parameters = inspect.signature(SCLProcessor.__call__).parameters
-    for name in ("images", "text", "videos", "audio", "kwargs"):
+    for name in ("images", "text", "videos", "kwargs"):
         assert parameters[name].annotation is not inspect.Parameter.empty, name
+    assert "audio" not in parameters  # SCL has no audio tower: see test_audio_is_refused
 
 
 def test_audio_is_refused(processor):
     with pytest.raises(ValueError, match="SCL has no audio input"):
         processor(text="a cat", audio=np.zeros(16000, np.float32))
+
+
+def test_videos_nested_per_sample_are_one_video_each(processor, coded_video):
+    video = np.zeros((3, 32, 32, 3), np.uint8)
+    outputs = processor(text=["a", "b"], videos=[[coded_video], [video]], return_tensors="pt")
+    assert outputs.pixel_values_videos.shape == (2, 4, 3, 32, 32)
+
+
+def test_a_text_without_its_image_is_refused(processor):
+    with pytest.raises(ValueError, match=r"images\[0\] is empty: SCL fuses every text with its image"):
+        processor(text=["a", "b"], images=[[], [sample_image()]])

@@ -197,15 +197,15 @@ class SCLConfig(PreTrainedConfig):
                     f"num_frames ({self.num_frames}) exceeds vision_config.max_frames ({vision.max_frames}): the "
                     "temporal embedding has one row per frame."
                 )
+            if self.image_size % vision.patch_size != 0:
+                raise ValueError(
+                    f"image_size ({self.image_size}) is not divisible by vision_config.patch_size ({vision.patch_size})."
+                )
             if self.image_size != vision.image_size:
                 raise ValueError(
                     f"image_size ({self.image_size}) differs from vision_config.image_size ({vision.image_size}), the "
                     "resolution of the position table: set both to the same value (to fine-tune at another "
                     "resolution, resize the position embeddings, spec §3.2)."
-                )
-            if self.image_size % vision.patch_size != 0:
-                raise ValueError(
-                    f"image_size ({self.image_size}) is not divisible by vision_config.patch_size ({vision.patch_size})."
                 )
         text = self.text_config
         if text is not None and text.hidden_size % text.num_attention_heads != 0:

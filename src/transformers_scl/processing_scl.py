@@ -3,7 +3,6 @@
 import os
 from typing import Any, Literal
 
-from transformers.audio_utils import AudioInput
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import ImageInput
@@ -11,7 +10,7 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.video_utils import VideoInput
 
-from .video_processing_scl import SCLVideoProcessorKwargs, _split_videos
+from .video_processing_scl import SCLVideoProcessorKwargs, _is_per_sample_list, _split_videos
 
 DEFAULT_MAX_TEXT_LENGTH = 50  # spec §1.3: `max_text_len` 50, captions padded to it
 TEXT_PAIRING_MODES = ("pairs", "broadcast", "independent")
@@ -111,7 +110,6 @@ class SCLProcessor(ProcessorMixin):
         images: ImageInput | None = None,
         text: TextInput | PreTokenizedInput | list[TextInput] | list[PreTokenizedInput] | None = None,
         videos: VideoInput | None = None,
-        audio: AudioInput | None = None,
         **kwargs: Unpack[SCLProcessorKwargs],
     ) -> BatchFeature:
         """
@@ -120,7 +118,8 @@ class SCLProcessor(ProcessorMixin):
         sub-processor that accepts them, e.g. `return_tensors="pt"`, `max_length=40`, `num_frames=8`,
         `frame_sampling="random"`, `seed=0`, `size=384`; `text_pairing` is described in `SCLProcessorKwargs`.
         """
-        if audio is not None:
+        # No `audio` parameter: SCL has no audio tower, and a named parameter would invite inputs to be ignored.
+        if kwargs.get("audio") is not None:
             raise ValueError("SCL has no audio input: pass `images`, `videos` and/or `text`.")
         _check_text_type(text)
         text_pairing = kwargs.pop("text_pairing", "pairs")
@@ -141,9 +140,18 @@ class SCLProcessor(ProcessorMixin):
         if images is not None:
             counts["images"] = _num_images(images)
         if videos is not None:
-            counts["videos"] = len(_split_videos(videos)[0])
+            counts["videos"] = _num_videos(videos)
         if text_pairing == "independent":
             return text
+        for name, media in (("images", images), ("videos", videos)):
+            empty = (
+                [i for i, item in enumerate(media) if _is_empty_list(item)] if isinstance(media, (list, tuple)) else []
+            )
+            if empty:
+                raise ValueError(
+                    f"{name}[{empty[0]}] is empty: SCL fuses every text with its {name[:-1]}, so a sample without "
+                    f"one cannot share a batch with the others (samples without media: {empty})."
+                )
         if text_pairing == "broadcast":
             if num_texts != 1:
                 raise ValueError(
@@ -200,14 +208,13 @@ class SCLProcessor(ProcessorMixin):
             tokenizer_init_kwargs = {key: value for key, value in tokenizer_init_kwargs.items() if value is not None}
         return super()._merge_kwargs(ModelProcessorKwargs, tokenizer_init_kwargs=tokenizer_init_kwargs, **kwargs)
 
-    @classmethod
-    def from_dict(cls, processor_dict: dict[str, Any], **kwargs):
-        # Keep `auto_map` as the sub-processors do, so a reloaded processor equals the one that was saved.
-        result = super().from_dict(processor_dict, **kwargs)
-        processor = result[0] if isinstance(result, tuple) else result
-        if processor_dict.get("auto_map") is not None:
-            processor.auto_map = processor_dict["auto_map"]
-        return result
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # Saving as remote code sets `auto_map` on the processor, for `processor_config.json`; `from_pretrained`
+        # drops it when loading. Drop it here as well once written, so the saved and the reloaded processor are equal.
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            self.__dict__.pop("auto_map", None)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -242,6 +249,18 @@ def _check_text_type(text: Any) -> None:
                 raise TypeError(f"text[{index}] must be a string, got {type(sample).__name__}: {sample!r}.")
     elif text is not None and not isinstance(text, str):
         raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}: {text!r}.")
+
+
+def _is_empty_list(item: Any) -> bool:
+    return isinstance(item, (list, tuple)) and len(item) == 0
+
+
+def _num_videos(videos: Any) -> int:
+    """Samples in a `videos` argument: like `SCLVideoProcessor`'s batching, but a nested per-sample list counts once."""
+    if isinstance(videos, (list, tuple)) and videos and all(isinstance(item, (list, tuple)) for item in videos):
+        if all(_is_empty_list(item) or _is_per_sample_list(item) for item in videos):
+            return len(videos)
+    return len(_split_videos(videos)[0])
 
 
 def _num_images(images: Any) -> int:

@@ -257,6 +257,13 @@ def frames_to_tensor(video: Any, name: str) -> torch.Tensor:
     return video.contiguous()
 
 
+def _is_per_sample_list(item: Any) -> bool:
+    """A list of whole videos (files, bytes, (T, ...) arrays), as opposed to one video given as a list of frames."""
+    return isinstance(item, (list, tuple)) and all(
+        _is_video_source(video) or (_is_array(video) and video.ndim == 4) for video in item
+    )
+
+
 def _split_videos(videos: Any) -> tuple[list, bool]:
     """Return `(list of videos, whether a batch was passed)`."""
     if _is_video_source(videos):
@@ -271,7 +278,15 @@ def _split_videos(videos: Any) -> tuple[list, bool]:
         first = videos[0]
         if isinstance(first, PIL.Image.Image) or (_is_array(first) and first.ndim <= 3):
             return [videos], False  # one video given as a list of frames
-        return list(videos), True
+        flat = []
+        for item in videos:
+            if _is_per_sample_list(item):
+                flat.extend(item)  # transformers' nested layout: the videos of one sample
+            else:
+                flat.append(item)
+        if not flat:
+            raise ValueError("`videos` holds no video: every entry is an empty list.")
+        return flat, True
     raise TypeError(
         "`videos` must be a video file path, bytes, a file-like object, a list of frames, a numpy array, a torch "
         f"tensor, or a list of those; got {type(videos).__name__}."
