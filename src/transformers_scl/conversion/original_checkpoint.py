@@ -6,6 +6,11 @@ checkpoints also name a few Lightning classes in their metadata (callback classe
 `AttributeDict`), so such files load safely without Lightning installed. Any other Python object makes the file refused
 unless the caller trusts it (`trust_pickle=True`), because unpickling can run any code. Trusted loading also
 substitutes a stand-in for classes whose module is not installed, since only tensors and plain values are needed here.
+
+Before any unpickling, the file itself is checked, so that each failure gets its own message: an empty file, a zip
+archive cut short or damaged (an interrupted download, with the size found and the size expected where the archive or
+the released file names tell it), a file that is no `torch.save` output at all, and the Python objects the pickle
+needs, read from its opcodes (so they are named whatever a torch version's own error message says).
 """
 
 import _compat_pickle
@@ -87,8 +92,8 @@ def load_original_checkpoint(path: str | Path, trust_pickle: bool = False) -> Or
             raw = _safe_load(path, pickle_globals)
     except (pickle.UnpicklingError, CheckpointFileError):
         raise
-    except (EOFError, RuntimeError, OSError, ValueError, KeyError) as error:
-        # The structure checks passed, so the damage is inside the data (a short storage record, a bad CRC, …).
+    except (EOFError, RuntimeError) as error:  # torch's stream reader: a short record, a bad CRC, …
+        # The structure checks passed, so the damage is inside the tensor data.
         raise CheckpointFileError(_damaged(path, f"reading it failed ({type(error).__name__}: {error})")) from error
     return _unpack(path, raw)
 
