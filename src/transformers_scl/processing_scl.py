@@ -135,14 +135,14 @@ class SCLProcessor(ProcessorMixin):
         return outputs
 
     def _pair_texts_with_media(self, text, images, videos, text_pairing: str):
+        if text_pairing == "independent":
+            return text
         num_texts = 1 if isinstance(text, str) else len(text)
         counts = {}
         if images is not None:
             counts["images"] = _num_images(images)
         if videos is not None:
             counts["videos"] = _num_videos(videos)
-        if text_pairing == "independent":
-            return text
         for name, media in (("images", images), ("videos", videos)):
             empty = (
                 [i for i, item in enumerate(media) if _is_empty_list(item)] if isinstance(media, (list, tuple)) else []
