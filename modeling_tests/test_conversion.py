@@ -3,8 +3,11 @@
 import argparse
 import contextlib
 import json
+import os
+import pickle
 import sys
 import types
+import zipfile
 
 import pytest
 import torch
@@ -20,10 +23,11 @@ from synthetic_original import (
     save_checkpoint,
 )
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, AutoProcessor
 
 from transformers_scl import modeling_scl
 from transformers_scl.conversion import (
+    CheckpointFileError,
     CheckpointKeyError,
     UntrustedCheckpointError,
     convert_original_checkpoint,
@@ -159,6 +163,8 @@ def test_conversion_reloads_through_automodel_and_runs(pretraining):
     ]
     reloaded = AutoModel.from_pretrained(result.output_dir)
     assert type(reloaded).__name__ == "SCLModel"
+    processor = AutoProcessor.from_pretrained(result.output_dir)  # knows the position table: 66 rows, 64 tokens
+    assert (processor.max_text_length, processor.text_vocab_size) == (64, reloaded.config.text_config.vocab_size)
     ids = torch.tensor([[0, 5, 6, 2]])
     output = reloaded(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32))
     assert output.pooler_output.shape == (1, 64) and torch.isfinite(output.pooler_output).all()
@@ -456,3 +462,161 @@ def test_console_script_refuses_a_pickled_checkpoint_with_exit_code_1(tmp_path, 
     assert main([str(tmp_path / "ns.ckpt"), str(tmp_path / "out")]) == 1
     assert "--trust-pickle" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# File failures: each gets its own message, and nothing is written
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_console(tmp_path, checkpoint, capsys, *extra) -> str:
+    """Run `scl-convert-original` on `checkpoint`; assert it fails and writes nothing; return its stderr."""
+    assert main([str(checkpoint), str(tmp_path / "out"), *extra]) == 1
+    assert not (tmp_path / "out").exists()
+    return capsys.readouterr().err
+
+
+def test_empty_file_is_reported_as_an_interrupted_download(tmp_path, capsys):
+    (tmp_path / "MGSC-100k.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointFileError, match=r"is empty \(0 bytes\): an interrupted or failed download") as info:
+        load_original_checkpoint(tmp_path / "MGSC-100k.ckpt")
+    assert "the released MGSC-100k.ckpt is 4.43 GB" in str(info.value)
+    error = _run_console(tmp_path, tmp_path / "MGSC-100k.ckpt", capsys)
+    assert "is empty (0 bytes)" in error and "--trust-pickle" not in error
+
+
+def test_truncated_zip_is_an_incomplete_download_with_the_sizes_found_and_released(tmp_path, capsys):
+    save_checkpoint(tmp_path / "full.ckpt")
+    data = (tmp_path / "full.ckpt").read_bytes()
+    (tmp_path / "MGSC-100k.ckpt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointFileError) as info:
+        load_original_checkpoint(tmp_path / "MGSC-100k.ckpt")
+    message = str(info.value)
+    assert "is an incomplete or corrupt download: the zip archive has no end" in message
+    assert f"The file is {len(data) // 2:,} bytes" in message or f"({len(data) // 2:,} bytes)" in message
+    assert "the released MGSC-100k.ckpt is 4.43 GB" in message
+    error = _run_console(tmp_path, tmp_path / "MGSC-100k.ckpt", capsys)
+    assert "incomplete or corrupt download" in error and "--trust-pickle" not in error
+
+
+def test_zip_missing_bytes_in_the_middle_reports_the_size_its_directory_expects(tmp_path):
+    save_checkpoint(tmp_path / "full.ckpt")
+    data = (tmp_path / "full.ckpt").read_bytes()
+    (tmp_path / "gap.ckpt").write_bytes(data[:1000] + data[3000:])  # the end records survive, 2000 bytes are gone
+    with pytest.raises(CheckpointFileError, match="incomplete or corrupt download") as info:
+        load_original_checkpoint(tmp_path / "gap.ckpt")
+    assert f"its zip directory says it should be {_human_size(len(data))}" in str(info.value)
+    assert f"The file is {_human_size(len(data) - 2000)}" in str(info.value)
+
+
+def _human_size(num_bytes: int) -> str:
+    if num_bytes < 1e6:
+        return f"{num_bytes:,} bytes"
+    return f"{num_bytes / 1e6:.1f} MB ({num_bytes:,} bytes)"
+
+
+def test_truncated_legacy_format_file_is_an_incomplete_download(tmp_path):
+    torch.save(original_state_dict(), tmp_path / "plain.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "plain.pt").read_bytes()
+    for cut in (60, len(data) - 100):  # inside the pickle; inside the tensor data after it
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        with pytest.raises(CheckpointFileError, match="incomplete or corrupt download"):
+            load_original_checkpoint(tmp_path / "cut.pt")
+
+
+def test_random_bytes_are_not_a_pytorch_checkpoint(tmp_path, capsys):
+    (tmp_path / "noise.ckpt").write_bytes(
+        bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist())
+    )
+    with pytest.raises(CheckpointFileError, match=r"noise\.ckpt is not a PyTorch checkpoint: it is neither a zip"):
+        load_original_checkpoint(tmp_path / "noise.ckpt")
+    error = _run_console(tmp_path, tmp_path / "noise.ckpt", capsys)
+    assert "not a PyTorch checkpoint" in error and "--trust-pickle" not in error and "pickled" not in error
+
+
+def test_bytes_that_start_like_a_pickle_without_the_torch_magic_number_are_not_a_checkpoint(tmp_path):
+    (tmp_path / "other.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=2))
+    with pytest.raises(CheckpointFileError, match="not a PyTorch checkpoint.*no torch magic number"):
+        load_original_checkpoint(tmp_path / "other.pkl")
+
+
+def test_zip_archive_without_data_pkl_is_not_a_pytorch_checkpoint(tmp_path):
+    with zipfile.ZipFile(tmp_path / "archive.ckpt", "w") as archive:
+        archive.writestr("weights.npy", b"\x00" * 64)
+    with pytest.raises(
+        CheckpointFileError, match=r"not a PyTorch checkpoint: it is a zip archive without the `data\.pkl`"
+    ):
+        load_original_checkpoint(tmp_path / "archive.ckpt")
+
+
+def test_directory_given_as_the_checkpoint_is_reported_as_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a directory, not a checkpoint file"):
+        load_original_checkpoint(tmp_path)
+
+
+class _CodeRunningObject:
+    """Unpickling this runs `function(argument)`: here, creating a marker file."""
+
+    def __init__(self, function, argument):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4], ids=["GLOBAL", "STACK_GLOBAL"])
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_code_executing_pickle_is_refused_naming_every_object_and_never_runs(tmp_path, capsys, protocol, container):
+    marker = tmp_path / "pwned"
+    checkpoint = lightning_checkpoint(original_state_dict(), hyper_parameters={"config": dict(TRAINING_CONFIG)})
+    checkpoint["payload"] = [
+        _CodeRunningObject(os.system, f"touch {marker}"),  # torch 2.14: "GLOBAL posix.system whose module ... blocked"
+        _CodeRunningObject(exec, f"open({str(marker)!r}, 'w').close()"),
+    ]
+    torch.save(
+        checkpoint, tmp_path / "evil.ckpt", pickle_protocol=protocol, _use_new_zipfile_serialization=container == "zip"
+    )
+    with pytest.raises(UntrustedCheckpointError) as info:
+        load_original_checkpoint(tmp_path / "evil.ckpt")
+    assert f"(it needs builtins.exec, {os.system.__module__}.system)" in str(info.value)
+    assert "--trust-pickle" in str(info.value)
+    error = _run_console(tmp_path, tmp_path / "evil.ckpt", capsys)
+    assert f"{os.system.__module__}.system" in error and "--trust-pickle" in error
+    assert not marker.exists()
+
+
+def test_refused_objects_are_named_from_the_file_whatever_torch_load_would_say(tmp_path, monkeypatch):
+    # The names come from reading the pickle's opcodes, so no torch version's wording can hide them.
+    hyper_parameters = {"config": argparse.Namespace(**TRAINING_CONFIG)}
+    torch.save(lightning_checkpoint(original_state_dict(), hyper_parameters=hyper_parameters), tmp_path / "ns.ckpt")
+
+    def refuse_with_other_wording(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed: something a future torch may say")
+
+    monkeypatch.setattr(torch, "load", refuse_with_other_wording)
+    with pytest.raises(UntrustedCheckpointError, match=r"\(it needs argparse\.Namespace\)"):
+        load_original_checkpoint(tmp_path / "ns.ckpt")
+
+
+def test_converting_into_a_non_empty_folder_needs_overwrite(tmp_path, tokenizer_dir, capsys):
+    save_checkpoint(tmp_path / "model.ckpt")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    kwargs = dict(tokenizer=tokenizer_dir, verify=False, **HEADS)
+    with pytest.raises(FileExistsError, match=r"out is not empty \(1 entries: notes\.txt\)\. Pass --overwrite"):
+        convert_original_checkpoint(str(tmp_path / "model.ckpt"), str(out), **kwargs)
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]
+    args = [str(tmp_path / "model.ckpt"), str(out), "--tokenizer", tokenizer_dir, "--no-verify"]
+    args += ["--text-num-heads", "4", "--vision-num-heads", "4"]
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err and [path.name for path in out.iterdir()] == ["notes.txt"]
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path, tokenizer_dir):
+    save_checkpoint(tmp_path / "model.ckpt")
+    (tmp_path / "out").write_text("")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"):
+        convert_original_checkpoint(str(tmp_path / "model.ckpt"), str(tmp_path / "out"), tokenizer=tokenizer_dir)

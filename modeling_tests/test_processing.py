@@ -1,5 +1,7 @@
 """SCL image, video and text processing (spec §1.2 transforms and frame sampling, §1.3 text length)."""
 
+import copy
+import inspect
 import io
 import json
 import os
@@ -16,10 +18,10 @@ from media import VIDEO_NUM_FRAMES, require_sample_video, sample_image
 from transformers import AutoImageProcessor, AutoProcessor, AutoVideoProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from transformers_scl import SCLConfig, SCLModel
+from transformers_scl import SCLConfig, SCLForZeroShotImageClassification, SCLModel
 from transformers_scl.image_processing_pil_scl import SCLImageProcessorPil
 from transformers_scl.image_processing_scl import SCLImageProcessor
-from transformers_scl.processing_scl import SCLProcessor
+from transformers_scl.processing_scl import SCLProcessor, text_limits_from_config
 from transformers_scl.video_processing_scl import SCLVideoProcessor, _decode_frames, _VideoSource, sample_frame_indices
 
 # What `transformers_scl/__init__.py` registers; repeated so these tests do not depend on it. Loading a saved SCL
@@ -394,7 +396,9 @@ processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True)
 classes = [type(processor), type(processor.image_processor), type(processor.video_processor)]
 classes.append(type(AutoImageProcessor.from_pretrained(directory, trust_remote_code=True, backend="pil")))
 classes.append(type(AutoVideoProcessor.from_pretrained(directory, trust_remote_code=True)))
-outputs = processor(images=image, text=["a cat", "an astronaut"], videos=video, return_tensors="pt")
+outputs = processor(
+    images=image, text=["a cat", "an astronaut"], videos=video, text_pairing="independent", return_tensors="pt"
+)
 torch.save({
     "outputs": dict(outputs),
     "classes": [f"{cls.__module__}.{cls.__name__}" for cls in classes],
@@ -429,10 +433,225 @@ def test_saved_processor_loads_as_remote_code_in_a_fresh_process(processor, code
         "SCLVideoProcessor",
     ]
     assert all(name.startswith("transformers_modules.") for name in loaded["classes"])
-    expected = processor(images=str(image), text=["a cat", "an astronaut"], videos=coded_video, return_tensors="pt")
+    expected = processor(
+        images=str(image),
+        text=["a cat", "an astronaut"],
+        videos=coded_video,
+        text_pairing="independent",
+        return_tensors="pt",
+    )
     assert set(loaded["outputs"]) == set(expected)
     for key, value in expected.items():
         torch.testing.assert_close(loaded["outputs"][key], value, atol=0, rtol=0)
     assert json.loads((saved / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing_scl.SCLProcessor"
     }
+
+
+# ----------------------------------------------------------------------------------------------- input validation
+
+
+def _limited_processor(tokenizer, config=None) -> SCLProcessor:
+    """A processor that knows the text limits of `config` (tiny: 64 RoBERTa positions, 400 ids)."""
+    config = config or tiny_config()
+    return SCLProcessor(
+        SCLImageProcessor(size=32), SCLVideoProcessor(size=32), tokenizer, **text_limits_from_config(config)
+    )
+
+
+def test_two_texts_with_three_images_are_refused(processor):
+    with pytest.raises(ValueError, match=r"Got 2 text\(s\) and 3 image\(s\): text i is paired with image i"):
+        processor(text=["a cat", "a dog"], images=[sample_image()] * 3)
+
+
+def test_one_text_with_two_videos_is_refused(processor, coded_video):
+    with pytest.raises(ValueError, match=r"Got 1 text\(s\) and 2 video\(s\).*text_pairing='broadcast'"):
+        processor(text="a gray square", videos=[coded_video, coded_video])
+
+
+def test_one_text_is_broadcast_over_every_image_only_when_asked(processor):
+    outputs = processor(
+        text="what is this?", images=[sample_image(), sample_image("astronaut")], text_pairing="broadcast"
+    )
+    assert len(outputs["input_ids"]) == 2 and outputs["input_ids"][0] == outputs["input_ids"][1]
+    with pytest.raises(ValueError, match="repeats one text for every image/video, but 2 texts"):
+        processor(text=["a", "b"], images=[sample_image()] * 3, text_pairing="broadcast")
+    with pytest.raises(ValueError, match="`text_pairing` must be one of"):
+        processor(text="a", images=sample_image(), text_pairing="zip")
+
+
+def test_independent_texts_and_images_feed_zero_shot_classification(tokenizer):
+    processor = _limited_processor(tokenizer)
+    labels = ["a photo of a cat", "a photo of an astronaut"]
+    inputs = processor(
+        text=labels, images=[sample_image()] * 3, text_pairing="independent", return_tensors="pt", padding="longest"
+    )
+    assert inputs.input_ids.shape[0] == 2 and inputs.pixel_values.shape[0] == 3
+    logits = SCLForZeroShotImageClassification(tiny_config()).eval()(**inputs).logits_per_image
+    assert logits.shape == (3, 2)
+
+
+def test_an_image_pair_per_text_counts_as_one_sample(processor):
+    pair = [sample_image(), sample_image("astronaut")]
+    outputs = processor(text=["left has a cat", "right has a cat"], images=[pair, pair], return_tensors="pt")
+    assert outputs.input_ids.shape[0] == 2 and outputs.pixel_values.shape == (4, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [np.full((16, 16, 3), np.nan, np.float32), torch.full((3, 16, 16), float("inf"))],
+    ids=["numpy-nan", "torch-inf"],
+)
+def test_non_finite_image_pixels_are_rejected(image_processor, pixels):
+    with pytest.raises(ValueError, match=r"images\[1\] has 768 non-finite pixel value\(s\) \(NaN or infinity\)"):
+        image_processor([np.zeros((16, 16, 3), np.float32), pixels], do_rescale=False)
+
+
+def test_non_finite_video_pixels_are_rejected():
+    video = np.zeros((4, 16, 16, 3), np.float32)
+    video[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`videos` has 1 non-finite pixel value\(s\)"):
+        SCLVideoProcessor()(video, do_rescale=False)
+    finite = [torch.zeros(3, 16, 16)] * 2
+    infinite = [torch.zeros(3, 16, 16), torch.full((3, 16, 16), -float("inf"))]
+    with pytest.raises(ValueError, match=r"videos\[1\] has 768 non-finite"):
+        SCLVideoProcessor()([finite, infinite], do_rescale=False, do_sample_frames=False)
+
+
+def test_non_finite_pixels_are_rejected_by_the_processor(processor):
+    with pytest.raises(ValueError, match="non-finite pixel value"):
+        processor(text="a cat", images=np.full((16, 16, 3), np.nan, np.float32), do_rescale=False)
+
+
+@pytest.mark.parametrize("image_format, suffix", [("JPEG", ".mp4"), ("PNG", ".avi")])
+def test_image_file_passed_as_a_video_is_refused(tmp_path, image_format, suffix):
+    path = tmp_path / f"cat{suffix}"
+    sample_image().save(path, format=image_format)
+    with pytest.raises(ValueError, match=rf"'{path}' is an image \({image_format}\), not a video"):
+        SCLVideoProcessor()(str(path))
+    with pytest.raises(ValueError, match=rf"videos\[0\] is an image \({image_format}\), not a video"):
+        SCLVideoProcessor()([path.read_bytes(), str(path)])
+
+
+def test_real_video_is_not_mistaken_for_an_image():
+    video = require_sample_video()
+    assert SCLVideoProcessor(size=32)(video, return_tensors="pt").pixel_values_videos.shape == (1, 4, 3, 32, 32)
+
+
+def test_directory_is_reported_as_a_directory(image_processor, tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"Image file '{tmp_path}' is a directory, not an image file"):
+        image_processor(str(tmp_path))
+    with pytest.raises(IsADirectoryError, match=f"Video file '{tmp_path}' is a directory, not a video file"):
+        SCLVideoProcessor()(str(tmp_path))
+
+
+def test_text_limits_come_from_the_roberta_position_table(tokenizer):
+    # RoBERTa numbers positions from pad_token_id + 1 = 2, so a 64-row table holds 62 tokens. Run it to be sure.
+    config = tiny_config()
+    assert text_limits_from_config(config) == {"max_text_length": 62, "text_vocab_size": 400}
+    assert text_limits_from_config(config.to_dict()) == text_limits_from_config(config)
+    model = SCLModel(config).eval()
+    pixels = torch.zeros(1, 3, 32, 32)
+    with torch.no_grad():
+        model(input_ids=torch.full((1, 62), 5), pixel_values=pixels)
+        with pytest.raises((IndexError, RuntimeError)):
+            model(input_ids=torch.full((1, 63), 5), pixel_values=pixels)
+    processor = _limited_processor(tokenizer, config)
+    long_text = "the cat sits on the mat near a small dog " * 20
+    inputs = processor(text=long_text, images=sample_image(), max_length=62, return_tensors="pt")
+    assert inputs.input_ids.shape == (1, 62)
+    with torch.no_grad():
+        assert model(**inputs).text_features.shape[:2] == (1, 62)
+
+
+def test_default_max_length_is_capped_by_a_short_position_table(tokenizer):
+    text_config = {**tiny_config().text_config.to_dict(), "max_position_embeddings": 16}
+    config = tiny_config(text_config=text_config)
+    processor = _limited_processor(tokenizer, config)
+    assert processor.max_text_length == 14
+    inputs = processor(
+        text="the cat sits on the mat near a small dog " * 3, images=sample_image(), return_tensors="pt"
+    )
+    assert inputs.input_ids.shape == (1, 14)
+    with torch.no_grad():
+        assert SCLModel(config).eval()(**inputs).text_features.shape[:2] == (1, 14)
+    assert _limited_processor(tokenizer)(text="a cat", return_tensors="pt").input_ids.shape == (1, 50)  # spec §1.3
+
+
+def test_max_length_longer_than_the_position_table_is_refused(tokenizer):
+    processor = _limited_processor(tokenizer)
+    message = r"max_length=100 is longer than the model's text position table, which holds max_text_length=62 tokens"
+    with pytest.raises(ValueError, match=message):
+        processor(text="a cat", max_length=100)
+    with pytest.raises(ValueError, match=message):
+        processor(text="a cat", text_kwargs={"max_length": 100})
+
+
+def test_untruncated_text_longer_than_the_position_table_is_refused(tokenizer):
+    processor = _limited_processor(tokenizer)
+    long_text = "the cat sits on the mat near a small dog " * 20
+    with pytest.raises(ValueError, match=r"The text is \d+ tokens long, more than .*max_text_length=62"):
+        processor(text=long_text, truncation=False, padding="longest")
+
+
+def test_token_ids_outside_the_model_vocabulary_are_refused(tokenizer):
+    grown = copy.deepcopy(tokenizer)
+    grown.add_tokens(["<shape>"])
+    processor = SCLProcessor(
+        SCLImageProcessor(size=32), SCLVideoProcessor(size=32), grown, text_vocab_size=len(tokenizer)
+    )
+    processor(text="a red circle")
+    with pytest.raises(
+        ValueError,
+        match=rf"token id {len(tokenizer)} \('<shape>'\), outside the model's vocabulary of {len(tokenizer)} ids",
+    ):
+        processor(text="a <shape> circle")
+
+
+def test_model_limits_are_saved_with_the_processor(tokenizer, tmp_path):
+    _limited_processor(tokenizer).save_pretrained(tmp_path)
+    reloaded = SCLProcessor.from_pretrained(tmp_path)
+    assert (reloaded.max_text_length, reloaded.text_vocab_size) == (62, 400)
+
+
+def test_processor_saved_without_limits_reads_them_from_the_model_config_beside_it(processor, tmp_path):
+    text_config = {**tiny_config().text_config.to_dict(), "max_position_embeddings": 16}
+    SCLModel(tiny_config(text_config=text_config)).save_pretrained(tmp_path)
+    # A call without truncation leaves `max_length: None` in the saved tokenizer's init kwargs; it must not win.
+    processor(text="a cat " * 30, truncation=False, padding="longest")
+    processor.save_pretrained(tmp_path)
+    for loaded in (SCLProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert (loaded.max_text_length, loaded.text_vocab_size) == (14, 400)
+        assert loaded(text="a cat", return_tensors="pt").input_ids.shape == (1, 14)
+    processor.save_pretrained(tmp_path / "alone")
+    assert SCLProcessor.from_pretrained(tmp_path / "alone").max_text_length is None
+
+
+def test_reloaded_processor_equals_the_saved_one(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    assert SCLProcessor.from_pretrained(tmp_path).to_dict() == processor.to_dict()
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"] == {"AutoProcessor": "processing_scl.SCLProcessor"}  # still written, for remote code
+
+
+def test_call_annotates_its_inputs_like_transformers_processors():
+    parameters = inspect.signature(SCLProcessor.__call__).parameters
+    for name in ("images", "text", "videos", "kwargs"):
+        assert parameters[name].annotation is not inspect.Parameter.empty, name
+    assert "audio" not in parameters  # SCL has no audio tower: see test_audio_is_refused
+
+
+def test_audio_is_refused(processor):
+    with pytest.raises(ValueError, match="SCL has no audio input"):
+        processor(text="a cat", audio=np.zeros(16000, np.float32))
+
+
+def test_videos_nested_per_sample_are_one_video_each(processor, coded_video):
+    video = np.zeros((3, 32, 32, 3), np.uint8)
+    outputs = processor(text=["a", "b"], videos=[[coded_video], [video]], return_tensors="pt")
+    assert outputs.pixel_values_videos.shape == (2, 4, 3, 32, 32)
+
+
+def test_a_text_without_its_image_is_refused(processor):
+    with pytest.raises(ValueError, match=r"images\[0\] is empty: SCL fuses every text with its image"):
+        processor(text=["a", "b"], images=[[], [sample_image()]])

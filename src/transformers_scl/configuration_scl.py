@@ -12,6 +12,12 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 PRETRAINING_OBJECTIVES = ("mlm", "itm", "itc", "mvsc", "mlsc")
 
 
+def check_probability(name: str, value: float | None) -> None:
+    """A dropout probability must be in [0, 1): torch refuses a negative one only once training starts."""
+    if value is not None and not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}.")
+
+
 @strict
 class SCLVisionConfig(PreTrainedConfig):
     r"""
@@ -56,6 +62,7 @@ class SCLVisionConfig(PreTrainedConfig):
             )
         if self.max_frames < 1:
             raise ValueError(f"vision_config.max_frames must be at least 1, got {self.max_frames}.")
+        check_probability("vision_config.attention_dropout", self.attention_dropout)
         if self.num_hidden_layers < 1:
             raise ValueError(f"vision_config.num_hidden_layers must be at least 1, got {self.num_hidden_layers}.")
 
@@ -168,6 +175,11 @@ class SCLConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # A vision config given without an image size (or none at all) takes the model's: one resolution, set once.
+        if self.vision_config is None:
+            self.vision_config = {"image_size": self.image_size}
+        elif isinstance(self.vision_config, dict) and "image_size" not in self.vision_config:
+            self.vision_config = {**self.vision_config, "image_size": self.image_size}
         super().__post_init__(**kwargs)
         self.pretraining_objectives = list(self.pretraining_objectives)
 
@@ -189,12 +201,23 @@ class SCLConfig(PreTrainedConfig):
                 raise ValueError(
                     f"image_size ({self.image_size}) is not divisible by vision_config.patch_size ({vision.patch_size})."
                 )
+            if self.image_size != vision.image_size:
+                raise ValueError(
+                    f"image_size ({self.image_size}) differs from vision_config.image_size ({vision.image_size}), the "
+                    "resolution of the position table: set both to the same value (to fine-tune at another "
+                    "resolution, resize the position embeddings, spec §3.2)."
+                )
         text = self.text_config
         if text is not None and text.hidden_size % text.num_attention_heads != 0:
             raise ValueError(
                 f"text_config.hidden_size ({text.hidden_size}) is not divisible by "
                 f"text_config.num_attention_heads ({text.num_attention_heads})."
             )
+        if text is not None:
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+                check_probability(f"text_config.{name}", getattr(text, name, None))
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            check_probability(name, getattr(self, name))
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {self.num_frames}.")
         if self.num_token_types < 2:

@@ -20,6 +20,8 @@ VALID_CHANNEL_COUNTS = (1, 3, 4)  # grayscale, RGB, RGBA: all convertible to RGB
 
 def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
     """Open and fully decode an image file, raising an error that names the file if that is impossible."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Image file {str(path)!r} is a directory, not an image file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file {str(path)!r} does not exist.")
     try:
@@ -54,6 +56,25 @@ def check_image_array(image: Any, name: str) -> None:
     )
 
 
+def check_finite(array: Any, name: str) -> None:
+    """Reject float pixels that are NaN or infinite: the model would turn them into NaN outputs without a word."""
+    if isinstance(array, np.ndarray):
+        if not np.issubdtype(array.dtype, np.floating):
+            return
+        bad = int(array.size - np.isfinite(array).sum())
+    elif hasattr(array, "is_floating_point"):  # a torch tensor (torch is not imported by this module)
+        if not array.is_floating_point():
+            return
+        bad = int(array.numel() - array.isfinite().sum())
+    else:
+        return
+    if bad:
+        raise ValueError(
+            f"{name} has {bad} non-finite pixel value(s) (NaN or infinity) out of {int(np.prod(array.shape))}; "
+            "pixels must be finite numbers."
+        )
+
+
 def _is_array(value: Any) -> bool:
     # numpy arrays and torch tensors, without importing torch here
     return hasattr(value, "shape") and hasattr(value, "ndim")
@@ -84,6 +105,7 @@ def flatten_images(images: Any) -> list:
                 f"{name} must be a PIL image, a numpy array, a torch tensor or a file path; got {type(image).__name__}."
             )
         check_image_array(image, name)
+        check_finite(image, name)
     return flat
 
 

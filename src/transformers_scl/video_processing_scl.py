@@ -18,6 +18,7 @@ from transformers.video_utils import VideoMetadata
 from .image_processing_pil_scl import (
     VALID_CHANNEL_COUNTS,
     SCLEvalTransformDefaults,
+    check_finite,
     check_image_array,
     check_square_size,
 )
@@ -90,10 +91,30 @@ class _VideoSource:
         self.name = name
         if isinstance(source, bytes):
             source = io.BytesIO(source)
+        if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+            raise IsADirectoryError(f"Video file {name} is a directory, not a video file.")
         if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
             raise FileNotFoundError(f"Video file {name} does not exist.")
         self.source = source
         self.start = source.tell() if hasattr(source, "tell") else None
+        self._refuse_still_image()
+
+    def _refuse_still_image(self) -> None:
+        # FFmpeg decodes a still image as a one-frame "video" that frame sampling would repeat: refuse it by name.
+        try:
+            with PIL.Image.open(self.source) as image:  # reads the header only
+                still = image.format != "MPEG" and getattr(image, "n_frames", 1) == 1  # MPEG: identified, not read
+                image_format = image.format
+        except (OSError, ValueError, SyntaxError):  # not an image PIL knows: leave it to PyAV
+            still = False
+        finally:
+            if self.start is not None:
+                self.source.seek(self.start)
+        if still:
+            raise ValueError(
+                f"{self.name} is an image ({image_format}), not a video: pass it as `images`, or as a one-frame video "
+                "(a list holding the decoded image)."
+            )
 
     def open(self) -> "av.container.InputContainer":
         if self.start is not None:
@@ -224,6 +245,7 @@ def frames_to_tensor(video: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} has shape {shape}: expected frames of shape (T, H, W, C) or (T, C, H, W).")
     if shape[0] == 0:
         raise ValueError(f"Video {name} has no frames.")
+    check_finite(video, name)
     video = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video
     if shape[-1] in VALID_CHANNEL_COUNTS:
         video = video.permute(0, 3, 1, 2)
@@ -233,6 +255,13 @@ def frames_to_tensor(video: Any, name: str) -> torch.Tensor:
             "(grayscale), 3 (RGB) or 4 (RGBA)."
         )
     return video.contiguous()
+
+
+def _is_per_sample_list(item: Any) -> bool:
+    """A list of whole videos (files, bytes, (T, ...) arrays), as opposed to one video given as a list of frames."""
+    return isinstance(item, (list, tuple)) and all(
+        _is_video_source(video) or (_is_array(video) and video.ndim == 4) for video in item
+    )
 
 
 def _split_videos(videos: Any) -> tuple[list, bool]:
@@ -249,7 +278,15 @@ def _split_videos(videos: Any) -> tuple[list, bool]:
         first = videos[0]
         if isinstance(first, PIL.Image.Image) or (_is_array(first) and first.ndim <= 3):
             return [videos], False  # one video given as a list of frames
-        return list(videos), True
+        flat = []
+        for item in videos:
+            if _is_per_sample_list(item):
+                flat.extend(item)  # transformers' nested layout: the videos of one sample
+            else:
+                flat.append(item)
+        if not flat:
+            raise ValueError("`videos` holds no video: every entry is an empty list.")
+        return flat, True
     raise TypeError(
         "`videos` must be a video file path, bytes, a file-like object, a list of frames, a numpy array, a torch "
         f"tensor, or a list of those; got {type(videos).__name__}."

@@ -6,9 +6,15 @@
 
 from .convert_original import ConversionResult, convert_original_checkpoint, detect_task, infer_config, main
 from .key_mapping import CheckpointKeyError, map_state_dict
-from .original_checkpoint import OriginalCheckpoint, UntrustedCheckpointError, load_original_checkpoint
+from .original_checkpoint import (
+    CheckpointFileError,
+    OriginalCheckpoint,
+    UntrustedCheckpointError,
+    load_original_checkpoint,
+)
 
 __all__ = [
+    "CheckpointFileError",
     "CheckpointKeyError",
     "ConversionResult",
     "OriginalCheckpoint",

@@ -31,7 +31,7 @@ from ..configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
 from ..hub import ensure_remote_code, push_folder_to_hub, write_model_card
 from ..image_processing_scl import SCLImageProcessor
 from ..modeling_scl import resize_position_embedding
-from ..processing_scl import SCLProcessor
+from ..processing_scl import SCLProcessor, text_limits_from_config
 from ..video_processing_scl import SCLVideoProcessor
 from .key_mapping import CheckpointKeyError, compact_keys, head_of, map_state_dict
 from .original_checkpoint import OriginalCheckpoint, UntrustedCheckpointError, load_original_checkpoint
@@ -393,7 +393,23 @@ def build_processor(tokenizer: str, config: SCLConfig) -> SCLProcessor:
             size=size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
         ),
         tokenizer=text_tokenizer,
+        **text_limits_from_config(config),
     )
+
+
+def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse an output path that is a file, or a non-empty folder unless `overwrite` (checked before any reading)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"The output path {output_dir} is a file, not a folder.")
+    if path.is_dir() and not overwrite:
+        entries = sorted(entry.name for entry in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
+            raise FileExistsError(
+                f"The output folder {output_dir} is not empty ({len(entries)} entries: {shown}). Pass --overwrite "
+                "(`overwrite=True`) to write into it, or choose a new folder."
+            )
 
 
 def convert_original_checkpoint(
@@ -410,6 +426,7 @@ def convert_original_checkpoint(
     verify: bool = True,
     model_card: bool = True,
     repo_id: str | None = None,
+    overwrite: bool = False,
 ) -> ConversionResult:
     """Convert an original SCL checkpoint into a transformers-scl folder (weights, config, processor, card).
 
@@ -425,7 +442,9 @@ def convert_original_checkpoint(
         verify: Reload the folder with `AutoModel` and the task class, compare every tensor and run a forward pass.
         model_card: Write a README.md model card.
         repo_id: Hub repository id to show in the model card's loading example.
+        overwrite: Allow writing into a non-empty `output_dir` (files of the same name are replaced).
     """
+    check_output_dir(output_dir, overwrite)
     checkpoint = load_original_checkpoint(checkpoint_path, trust_pickle=trust_pickle)
     task = task or detect_task(checkpoint.state_dict)
     model_class = model_class_for(task)
@@ -605,6 +624,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-num-heads", type=int, help="text tower heads (default: width // 64)")
     parser.add_argument("--vision-num-heads", type=int, help="vision tower heads (default: width // 64)")
     parser.add_argument("--label-names", help="JSON file: list of classifier output names (e.g. VQA answers)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into OUTPUT_DIR even if it is not empty (replacing files)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip reloading and running the converted model")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the converted folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
@@ -631,8 +653,16 @@ def main(argv: list[str] | None = None) -> int:
             label_names=label_names,
             verify=not args.no_verify,
             repo_id=args.push_to_hub,
+            overwrite=args.overwrite,
         )
-    except (CheckpointKeyError, UntrustedCheckpointError, ValueError, FileNotFoundError, NotImplementedError) as error:
+    except (
+        CheckpointKeyError,
+        UntrustedCheckpointError,
+        ValueError,  # CheckpointFileError included
+        FileNotFoundError,
+        FileExistsError,
+        NotImplementedError,
+    ) as error:
         print(f"scl-convert-original: error: {error}", file=sys.stderr)
         return 1
     print(result.summary())
