@@ -1,27 +1,23 @@
 """
-Real media for tests: photos bundled with scikit-image, and a real video from Debian's `opencv-doc` package.
+Real media for tests: photos bundled with scikit-image, and real camera clips vendored in `modeling_tests/data/`.
 
-The video (`Megamind.avi`: 270 frames, 720x528, MPEG-4 Part 2, 23.976 fps, 1.2 MB) is extracted once into a cache
-directory (`$SCL_TEST_MEDIA`, default `~/.cache/transformers-scl-test-media`) with `apt-get download opencv-doc` and
-`dpkg-deb --fsys-tarfile`. Where that is impossible (no apt, no network) tests that need it are skipped with the reason.
+The clips are cut from OpenCV's sample video `vtest.avi` (Apache-2.0; source, conversion and licence in
+`data/README.md` and `data/LICENSE`). Nothing here touches the network.
 """
 
-import functools
-import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import PIL.Image
 
-VIDEO_NAME = "Megamind.avi"
-VIDEO_NUM_FRAMES = 270
-VIDEO_SIZE = (528, 720)  # (height, width)
-_DEB_PACKAGE = "opencv-doc"
-_DEB_MEMBER = f"usr/share/doc/opencv-doc/examples/data/{VIDEO_NAME}"
-_TIMEOUT_S = 600
+DATA_DIR = Path(__file__).parent / "data"
+
+# name -> (number of frames, (height, width), codec); `data/README.md` documents the same figures
+SAMPLE_VIDEOS = {
+    "pedestrians.mp4": (270, (288, 384), "h264"),
+    "pedestrians.avi": (120, (240, 320), "mpeg4"),
+}
+VIDEO_NAME = "pedestrians.mp4"
+VIDEO_NUM_FRAMES, VIDEO_SIZE, _ = SAMPLE_VIDEOS[VIDEO_NAME]
 
 
 def sample_image(name: str = "chelsea") -> PIL.Image.Image:
@@ -31,62 +27,16 @@ def sample_image(name: str = "chelsea") -> PIL.Image.Image:
     return PIL.Image.fromarray(getattr(skimage.data, name)())
 
 
-def media_cache_dir() -> Path:
-    return Path(os.environ.get("SCL_TEST_MEDIA", Path.home() / ".cache" / "transformers-scl-test-media"))
+def sample_video_path(name: str = VIDEO_NAME) -> str:
+    """Path of a vendored real video (one of `SAMPLE_VIDEOS`)."""
+    if name not in SAMPLE_VIDEOS:
+        raise ValueError(f"unknown sample video {name!r}; the vendored ones are {sorted(SAMPLE_VIDEOS)}")
+    path = DATA_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the test media ship with the repository (modeling_tests/data)")
+    return str(path)
 
 
-def _run(command: list[str], cwd: str) -> None:
-    subprocess.run(command, cwd=cwd, check=True, capture_output=True, timeout=_TIMEOUT_S)
-
-
-def _extract_video(target: Path) -> None:
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise RuntimeError("apt-get/dpkg-deb not found (not a Debian-based system)")
-    with tempfile.TemporaryDirectory() as workdir:
-        try:
-            _run(["apt-get", "download", _DEB_PACKAGE], cwd=workdir)
-        except subprocess.CalledProcessError:
-            _run(["apt-get", "update"], cwd=workdir)  # the package lists may be missing or stale
-            _run(["apt-get", "download", _DEB_PACKAGE], cwd=workdir)
-        (deb,) = Path(workdir).glob(f"{_DEB_PACKAGE}_*.deb")
-        # stream the package's file tree and keep only the one video (the .deb is ~95 MB)
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as dpkg:
-            with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tree:
-                for member in tree:
-                    if member.name.lstrip("./") == _DEB_MEMBER and member.isfile():
-                        partial = target.with_suffix(".partial")
-                        with tree.extractfile(member) as data, open(partial, "wb") as out:
-                            shutil.copyfileobj(data, out)
-                        os.replace(partial, target)
-                        break
-            dpkg.kill()
-    if not target.is_file():
-        raise RuntimeError(f"{_DEB_MEMBER} not found in {_DEB_PACKAGE}")
-
-
-@functools.cache
-def _sample_video() -> tuple[str | None, str]:
-    target = media_cache_dir() / VIDEO_NAME
-    if not target.is_file():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _extract_video(target)
-        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
-            detail = getattr(error, "stderr", None) or b""
-            return None, f"cannot get {VIDEO_NAME} from Debian's {_DEB_PACKAGE}: {error} {detail.decode()[-300:]}"
-    return str(target), ""
-
-
-def sample_video_path() -> str | None:
-    """Path of the real test video, extracting it on first use; `None` if that is impossible here."""
-    return _sample_video()[0]
-
-
-def require_sample_video() -> str:
-    """Path of the real test video, or skip the calling test with the reason it is unavailable."""
-    import pytest
-
-    path, reason = _sample_video()
-    if path is None:
-        pytest.skip(reason)
-    return path
+def require_sample_video(name: str = VIDEO_NAME) -> str:
+    """Path of a vendored real video. Kept under its old name: the video no longer needs downloading or skipping."""
+    return sample_video_path(name)

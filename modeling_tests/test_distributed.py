@@ -24,6 +24,7 @@ from transformers_scl.losses import image_text_contrastive_loss
 HERE = Path(__file__).parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp", "fsdp-checkpointing"])
 def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path, mode):
     out = tmp_path / "rank0.pt"

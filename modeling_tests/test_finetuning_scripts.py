@@ -134,6 +134,7 @@ def vqa_run(assets):
     return metrics, output_dir
 
 
+@pytest.mark.slow
 def test_vqa_finetuning_beats_the_majority_answer_and_the_question_only_baseline(vqa_run):
     metrics, _ = vqa_run
     train = make_synthetic_vqa(1000, split="train", seed=SEED, image_size=IMAGE_SIZE, max_objects=1)
@@ -148,6 +149,7 @@ def test_vqa_finetuning_beats_the_majority_answer_and_the_question_only_baseline
     assert metrics["eval_accuracy"] > question_only + 5
 
 
+@pytest.mark.slow
 def test_vqa_reports_accuracy_per_answer_type(vqa_run):
     metrics, _ = vqa_run
     assert {"eval_accuracy_yes_no", "eval_accuracy_number", "eval_accuracy_other", "eval_vqa_score"} <= set(metrics)
@@ -155,6 +157,7 @@ def test_vqa_reports_accuracy_per_answer_type(vqa_run):
     assert metrics["eval_vqa_score"] == pytest.approx(metrics["eval_accuracy"])
 
 
+@pytest.mark.slow
 def test_vqa_output_reloads_with_the_auto_classes(vqa_run):
     _, output_dir = vqa_run
     model = AutoModelForVisualQuestionAnswering.from_pretrained(output_dir)
@@ -192,6 +195,7 @@ def retrieval_run(assets):
     return metrics, output_dir
 
 
+@pytest.mark.slow
 def test_retrieval_finetuning_beats_chance_recall(retrieval_run):
     metrics, _ = retrieval_run
     num_images = metrics["eval_num_images"]  # one caption per held-out scene
@@ -209,6 +213,7 @@ def test_retrieval_finetuning_beats_chance_recall(retrieval_run):
         assert (metrics[f"eval_txt_r{k}"] + metrics[f"eval_img_r{k}"]) / 2 > 3 * chance[k], k
 
 
+@pytest.mark.slow
 def test_retrieval_output_reloads_with_its_config(retrieval_run):
     _, output_dir = retrieval_run
     config = AutoConfig.from_pretrained(output_dir)
@@ -222,6 +227,7 @@ def test_retrieval_output_reloads_with_its_config(retrieval_run):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nlvr2_smoke_run_reports_accuracy_and_saves_a_three_token_type_model(assets):
     output_dir = assets / "nlvr2"
     metrics = load_script("run_nlvr2").main(
@@ -243,6 +249,7 @@ def test_nlvr2_smoke_run_reports_accuracy_and_saves_a_three_token_type_model(ass
     assert model.scl.token_type_embeddings.weight.shape[0] == 3  # spec §3.1: left image 1, right image 2
 
 
+@pytest.mark.slow
 def test_video_retrieval_smoke_run_reports_recall(assets):
     metrics = load_script("run_retrieval").main(
         common_args(
@@ -289,6 +296,7 @@ def write_vqav2_files(folder: Path, num_questions: int, subtype: str) -> tuple[P
     return question_file, annotation_file
 
 
+@pytest.mark.slow
 def test_vqa_trains_on_vqav2_json_files_with_a_validation_holdout(assets, tmp_path):
     train_questions, train_annotations = write_vqav2_files(tmp_path, 24, "train2014")
     val_questions, val_annotations = write_vqav2_files(tmp_path, 12, "val2014")

@@ -271,6 +271,7 @@ def _run(script: str, args: list[str], env: dict, cwd: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_models_and_processor_pushed_to_the_hub_load_by_repo_id_without_the_package(tmp_path, tokenizer):
     names = [name for name in MODEL_CLASSES if hasattr(modeling_scl, name)]
     config_path = tmp_path / "config.json"

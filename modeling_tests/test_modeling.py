@@ -66,6 +66,7 @@ def test_default_config_is_the_paper_base_model():
     assert (config.image_size, config.num_frames) == (288, 4)
 
 
+@pytest.mark.slow
 def test_default_model_parameter_count_matches_spec():
     # spec §1.5: vision 78.82M at 288px, RoBERTa 124.65M incl. its unused 0.59M pooler, fusion 115.79M.
     model = SCLModel(SCLConfig())
@@ -405,6 +406,7 @@ def test_pooler_only_fusion_equals_the_full_last_layer_at_the_cls_tokens(attn_im
     torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @torch.no_grad()  # CPU flex attention has no backward
 def test_pooler_only_fusion_with_flex_attention_on_cpu_survives_recompilation():
     # torch's CPU flex kernel, recompiled for dynamic shapes, fails on fewer queries than keys; `fuse` then runs the
@@ -588,6 +590,7 @@ def test_saved_folder_has_code_and_complete_auto_map(tmp_path):
     assert {"configuration_scl.py", "modeling_scl.py", "model.safetensors"} <= set(os.listdir(tmp_path))
 
 
+@pytest.mark.slow
 def test_remote_code_loads_in_a_fresh_process_without_the_package(tmp_path):
     model = build()
     inputs = make_inputs(num_frames=2)

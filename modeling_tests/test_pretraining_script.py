@@ -86,6 +86,7 @@ def trained(tokenizer_dir, tmp_path_factory):
     return trainer, output_dir
 
 
+@pytest.mark.slow
 def test_every_objective_is_logged_separately_and_the_terms_sum_to_the_loss(trained):
     trainer, _ = trained
     logs = training_logs(trainer.state.log_history)
@@ -97,6 +98,7 @@ def test_every_objective_is_logged_separately_and_the_terms_sum_to_the_loss(trai
         assert sum(entry[f"loss_{name}"] for name in OBJECTIVES) == pytest.approx(entry["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_reports_zero_shot_recall_both_ways_for_images_and_videos(trained):
     trainer, output_dir = trained
     metrics = json.loads((output_dir / "eval_results.json").read_text())
@@ -110,6 +112,7 @@ def test_evaluation_reports_zero_shot_recall_both_ways_for_images_and_videos(tra
     assert metrics["eval_loss"] == pytest.approx(sum(metrics[f"eval_loss_{name}"] for name in OBJECTIVES))
 
 
+@pytest.mark.slow
 def test_optimizer_uses_scl_learning_rate_multipliers_and_no_decay_on_biases(trained):
     trainer, _ = trained
     groups = {group["name"]: group for group in trainer.optimizer.param_groups}
@@ -123,6 +126,7 @@ def test_optimizer_uses_scl_learning_rate_multipliers_and_no_decay_on_biases(tra
     assert any(parameter is bias for parameter in groups["head_no_decay"]["params"])
 
 
+@pytest.mark.slow
 def test_training_batches_hold_one_modality_and_an_epoch_visits_both(trained):
     trainer, _ = trained
     kinds = []
@@ -135,12 +139,14 @@ def test_training_batches_hold_one_modality_and_an_epoch_visits_both(trained):
     assert kinds.count("pixel_values") == kinds.count("pixel_values_videos") == TRAIN_SIZE // BATCH
 
 
+@pytest.mark.slow
 def test_model_and_processor_are_saved_together(trained):
     _, output_dir = trained
     saved = set(os.listdir(output_dir))
     assert {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json"} <= saved
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tokenizer_dir, tmp_path):
     args = ["--max_steps", "6", "--save_steps", "3", "--do_train"]
     straight = run_pretraining.main(script_args(tokenizer_dir, tmp_path / "straight", *args))
@@ -157,6 +163,7 @@ def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tokenizer_dir, 
     assert expected[4]["loss"] != pytest.approx(expected[5]["loss"], rel=1e-6)  # the steps really differ
 
 
+@pytest.mark.slow
 def test_torchrun_trains_on_two_ranks(tokenizer_dir, tmp_path):
     output_dir = tmp_path / "ddp"
     args = ["--max_steps", "2", "--do_train", "--do_eval", "--save_strategy", "no", "--ddp_backend", "gloo"]

@@ -407,6 +407,7 @@ torch.save({
 """
 
 
+@pytest.mark.slow
 def test_saved_processor_loads_as_remote_code_in_a_fresh_process(processor, coded_video, tmp_path):
     saved = tmp_path / "saved"
     processor.save_pretrained(saved)

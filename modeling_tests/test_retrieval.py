@@ -229,6 +229,7 @@ def test_evaluation_refuses_a_model_in_training_mode(gallery):
         )
 
 
+@pytest.mark.slow
 def test_two_ranks_shard_the_re_ranking_and_return_the_single_process_scores(tmp_path):
     import os
     import subprocess
