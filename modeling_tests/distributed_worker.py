@@ -97,14 +97,51 @@ def shard(model, activation_checkpointing: bool):
         device=torch.device("cpu"),
         is_main_process=torch.distributed.get_rank() == 0,
     )
+    layer_names = set(plugin.transformer_cls_names_to_wrap)
+    layer_count = sum(type(module).__name__ in layer_names for module in model.modules())
     plugin.set_auto_wrap_policy(model)
     if plugin.activation_checkpointing:
         model = fsdp2_apply_ac(accelerator, model)
     model = fsdp2_prepare_model(accelerator, model)
-    # The units accelerate made: every layer class named in the file, and the root.
-    units = {type(m).__name__ for m in model.modules() if type(m).__name__.startswith("FSDP")}
-    assert {"FSDPSCLCrossLayer", "FSDPSCLVisionEncoderLayer", "FSDPRobertaLayer", "FSDPSCLForPreTraining"} <= units
+    check_units(model, layer_names, layer_count, checkpointed=plugin.activation_checkpointing)
     return model
+
+
+def check_units(model, layer_names: set[str], layer_count: int, checkpointed: bool):
+    """Each layer of a class named in the accelerate config is inside an FSDP unit of its own (not the root's, not
+    shared with another layer), whatever wrapper accelerate puts around it; with activation checkpointing, all of
+    each layer is checkpointed.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    assert isinstance(model, FSDPModule), f"the root {type(model).__name__} is not sharded"
+    modules = dict(model.named_modules())
+    # `fully_shard` swaps a module's class for an `FSDP<name>` subclass: match the layer classes through the MRO.
+    layers = {name: module for name, module in modules.items() if _layer_class(module, layer_names)}
+    assert len(layers) == layer_count, f"{len(layers)} of the model's {layer_count} layers are left after sharding"
+    assert {_layer_class(module, layer_names) for module in layers.values()} == layer_names
+
+    def layers_under(prefix: str) -> list[str]:
+        return [other for other in layers if other == prefix or other.startswith(prefix + ".")]
+
+    for name, layer in layers.items():
+        # The layer and its ancestors, innermost first, up to the root ("").
+        parts = name.split(".")
+        path = [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+        unit_name = next(prefix for prefix in path if isinstance(modules[prefix], FSDPModule))
+        assert unit_name != "", (
+            f"{name} ({_layer_class(layer, layer_names)}) is sharded with the root, not in a unit of its own"
+        )
+        assert layers_under(unit_name) == [name], f"the FSDP unit {unit_name} holds {layers_under(unit_name)}"
+        # Checkpointed: every parameter of the layer sits under a `CheckpointWrapper`, be it around the unit, inside
+        # it (accelerate 1.16 wraps the layer) or around each of the layer's children (accelerate 1.8).
+        params = [f"{name}.{param_name}" for param_name, _ in layer.named_parameters()]
+        wrapped = {"_checkpoint_wrapped_module." in param_name for param_name in params}
+        assert wrapped == {checkpointed}, f"{name}: checkpointed parameters {wrapped}, expected {checkpointed}"
+
+
+def _layer_class(module, layer_names: set[str]) -> str | None:
+    return next((cls.__name__ for cls in type(module).__mro__ if cls.__name__ in layer_names), None)
 
 
 def full_gradients(model) -> dict[str, torch.Tensor]:

@@ -98,8 +98,10 @@ def test_card_of_a_converted_checkpoint_names_its_source_and_notes():
 def test_card_usage_loads_with_the_auto_class_or_the_package():
     vqa = model_card(_model("SCLForQuestionAnswering"), repo_id="user/scl-vqa")
     assert 'AutoModelForVisualQuestionAnswering.from_pretrained("user/scl-vqa", trust_remote_code=True)' in vqa
+    assert 'pipeline("visual-question-answering", model="user/scl-vqa", trust_remote_code=True)' in vqa
     retrieval = model_card(_model("SCLForImageTextRetrieval"), repo_id="user/scl-rt")
     assert "from transformers_scl import SCLForImageTextRetrieval" in retrieval
+    assert "pipeline(" not in retrieval
 
 
 def test_card_keeps_the_template_text_outside_the_regions():

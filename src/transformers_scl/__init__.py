@@ -1,6 +1,8 @@
 """transformers-scl: SCL (Semantic Completion Learning) as a Hugging Face transformers model.
 
-Importing the package registers SCL with the transformers Auto classes.
+Importing the package registers SCL with the transformers Auto classes, and for remote code (`hub.register_remote_code`:
+saved folders load with `trust_remote_code=True` without the package). It leaves transformers' pipeline tasks as they
+are: the VQA pipeline is a custom pipeline that saved VQA folders name in their config.
 """
 
 from transformers import (
@@ -15,6 +17,7 @@ from transformers import (
 )
 
 from .configuration_scl import SCLConfig, SCLVisionConfig
+from .hub import register_remote_code
 from .image_processing_pil_scl import SCLImageProcessorPil
 from .image_processing_scl import SCLImageProcessor
 from .modeling_scl import (
@@ -34,7 +37,7 @@ from .modeling_scl import (
     SCLVisionModel,
     SCLVisionModelOutput,
 )
-from .pipelines import SCLVisualQuestionAnsweringPipeline  # registers the "visual-question-answering" task
+from .pipelines import SCLVisualQuestionAnsweringPipeline
 from .processing_scl import SCLProcessor
 from .transforms import eval_transform, finetuning_transform, pretraining_transform
 from .video_processing_scl import SCLVideoProcessor, sample_frame_indices
@@ -53,6 +56,7 @@ AutoImageProcessor.register(
 )
 AutoVideoProcessor.register(SCLConfig, video_processor_class=SCLVideoProcessor, exist_ok=True)
 AutoProcessor.register(SCLConfig, SCLProcessor, exist_ok=True)
+register_remote_code()
 
 __all__ = [
     "SCLConfig",

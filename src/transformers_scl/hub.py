@@ -1,9 +1,12 @@
-"""Publishing SCL models on the Hugging Face Hub: a generated model card and a one-commit push of model, processor
+"""Publishing SCL models: remote-code packaging, a generated model card and a one-commit push of model, processor
 and card.
 
-Every SCL model and the processor also have transformers' own `push_to_hub`; the folder they push carries the
-modeling code and a complete `auto_map`, so `Auto*.from_pretrained(repo, trust_remote_code=True)` works without
-installing transformers-scl. `push_to_hub` here adds the processor and the card to the same commit.
+`register_remote_code` (run on `import transformers_scl`) makes every SCL model's `save_pretrained`, and so
+`push_to_hub`, `Trainer.save_model` and the converter, write a folder that loads without the package: the modeling
+code, an `auto_map` naming every SCL Auto class, and for the VQA head the `custom_pipelines` entry and the pipeline
+code, so `Auto*.from_pretrained(folder, trust_remote_code=True)` and
+`pipeline("visual-question-answering", model=folder, trust_remote_code=True)` work without installing
+transformers-scl. `push_to_hub` here adds the processor and the card to the same commit.
 
 The card is rendered from `MODEL_CARD.md` (the card of the converted SCL base checkpoint): its YAML front matter is
 regenerated, and each `<!-- scl:begin NAME -->…<!-- scl:end NAME -->` region is replaced by the facts of the run.
@@ -17,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, ModelCardData
+from transformers import AutoModelForVisualQuestionAnswering, PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines.base import PipelineRegistry
 
 from . import modeling_scl
+from .configuration_scl import SCLConfig
+from .pipelines import SCLVisualQuestionAnsweringPipeline
 
 CARD_TEMPLATE = "MODEL_CARD.md"
 ORIGINAL_REPO = "jiyatai/SCL"
@@ -79,7 +86,7 @@ def _template_path() -> Path:
 
 
 def _auto_class_name(model_class: type) -> str | None:
-    for auto_name, registered in modeling_scl._AUTO_MAP_CLASSES.items():
+    for auto_name, registered in AUTO_MAP_CLASSES.items():
         if registered is model_class:
             return auto_name
     return None
@@ -202,6 +209,11 @@ def _usage(model, repo_id: str) -> str:
         + f'\nprocessor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n\n'
         + 'inputs = processor(images=Image.open("cat.jpg"), text="a cat on a sofa", return_tensors="pt")\n'
         + f"fused = {fused}  # text_features, image_features, pooler_output (batch, 2 × hidden)\n```"
+        + "".join(
+            f"\n\nOr as a pipeline:\n\n```python\nfrom transformers import pipeline\n\n"
+            f'pipe = pipeline("{task}", model="{repo_id}", trust_remote_code=True)\n```'
+            for task in custom_pipelines(type(model))
+        )
     )
 
 
@@ -291,12 +303,74 @@ def write_model_card(save_dir: str | Path, model, **kwargs) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Pushing
+# Remote code
 # ---------------------------------------------------------------------------------------------------------------------
+
+# Auto class → the SCL model class it loads. Every folder that an SCL model saves maps all of them (and `AutoConfig`),
+# so any Auto class loads any SCL folder with `trust_remote_code=True` (e.g. `AutoModel` the base of a VQA model).
+AUTO_MAP_CLASSES: dict[str, type] = {
+    "AutoModel": modeling_scl.SCLModel,
+    "AutoModelForPreTraining": modeling_scl.SCLForPreTraining,
+    "AutoModelForVisualQuestionAnswering": modeling_scl.SCLForQuestionAnswering,
+    "AutoModelForZeroShotImageClassification": modeling_scl.SCLForZeroShotImageClassification,
+}
+
+# The package's pipelines, in a registry of its own: registering them in transformers' global `PIPELINE_REGISTRY`
+# would change what `pipeline()` does for every other model. This one tells `Pipeline.save_pretrained` (through the
+# `_registered_impl` it sets on the class) and `save_pretrained` below what to write into a config's
+# `custom_pipelines`, the entry that `pipeline(task, model=folder, trust_remote_code=True)` reads.
+PIPELINES = PipelineRegistry(supported_tasks={}, task_aliases={})
+PIPELINES.register_pipeline(
+    "visual-question-answering",
+    pipeline_class=SCLVisualQuestionAnsweringPipeline,
+    pt_model=AutoModelForVisualQuestionAnswering,
+    type="multimodal",
+)
+
+
+def _reference(cls: type) -> str:
+    """`module.Class`, as `auto_map` and `custom_pipelines` name the code saved beside the weights."""
+    return f"{cls.__module__.split('.')[-1]}.{cls.__name__}"
+
+
+def custom_pipelines(model_class: type) -> dict[str, dict]:
+    """The `custom_pipelines` entries for a folder of `model_class`: each package pipeline whose Auto class loads it."""
+    entries = {}
+    for task, info in PIPELINES.to_dict().items():
+        if any(AUTO_MAP_CLASSES.get(auto_class.__name__) is model_class for auto_class in info["pt"]):
+            entries[task] = {
+                "impl": _reference(info["impl"]),
+                "pt": [auto_class.__name__ for auto_class in info["pt"]],
+                "type": info["type"],
+            }
+    return entries
+
+
+def prepare_config_for_remote_code(model) -> None:
+    """Complete `model.config`'s `auto_map` and set its `custom_pipelines` (the composite SCL config only)."""
+    config = model.config
+    if not isinstance(config, SCLConfig):  # e.g. `SCLVisionModel` saves an `SCLVisionConfig`: only its code
+        return
+    config.auto_map = {
+        **(getattr(config, "auto_map", None) or {}),
+        "AutoConfig": _reference(SCLConfig),
+        **{auto_class: _reference(model_class) for auto_class, model_class in AUTO_MAP_CLASSES.items()},
+    }
+    # Another head's entries (a base model saved from a VQA model's config) would load the wrong class.
+    pipelines = {
+        task: entry
+        for task, entry in (getattr(config, "custom_pipelines", None) or {}).items()
+        if task not in PIPELINES.supported_tasks
+    }
+    pipelines.update(custom_pipelines(type(model)))
+    if pipelines:
+        config.custom_pipelines = pipelines
+    elif hasattr(config, "custom_pipelines"):
+        del config.custom_pipelines
 
 
 def ensure_remote_code(save_dir: str | Path, model) -> None:
-    """Make sure `save_dir` holds the modeling code that its `config.json` `auto_map` points to.
+    """Make sure `save_dir` holds the code that its config's `auto_map` and `custom_pipelines` point to.
 
     transformers copies the code only for classes registered with `register_for_auto_class`; a head without an Auto
     class (e.g. the retrieval model) would otherwise be saved with an `auto_map` whose module file is missing.
@@ -304,13 +378,41 @@ def ensure_remote_code(save_dir: str | Path, model) -> None:
     module_file = Path(sys.modules[type(model).__module__].__file__).name
     if not (Path(save_dir) / module_file).is_file():
         custom_object_save(model, save_dir)
+    for task in getattr(model.config, "custom_pipelines", None) or {}:
+        if task in PIPELINES.supported_tasks:
+            custom_object_save(PIPELINES.supported_tasks[task]["impl"], save_dir)
+
+
+def _save_pretrained_with_remote_code(self, save_directory, *args, **kwargs):
+    """`PreTrainedModel.save_pretrained`, writing a folder that loads without transformers-scl (see `hub.py`)."""
+    prepare_config_for_remote_code(self)
+    result = PreTrainedModel.save_pretrained(self, save_directory, *args, **kwargs)
+    if kwargs.get("is_main_process", True):
+        ensure_remote_code(save_directory, self)
+    return result
+
+
+def register_remote_code() -> None:
+    """Register the SCL classes for remote code and make every SCL model's `save_pretrained` package it.
+
+    Run once on `import transformers_scl`. The modeling file stays free of packaging: the copy of it that a saved
+    folder carries is plain model code.
+    """
+    SCLConfig.register_for_auto_class()
+    for auto_class, model_class in AUTO_MAP_CLASSES.items():
+        model_class.register_for_auto_class(auto_class)
+    modeling_scl.SCLPreTrainedModel.save_pretrained = _save_pretrained_with_remote_code
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pushing
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def save_pretrained(model, save_dir: str | Path, processor=None, **card_kwargs) -> Path:
     """Save `model` (with its code), `processor` and a generated model card to `save_dir`; returns the folder."""
     save_dir = Path(save_dir)
     model.save_pretrained(save_dir)
-    ensure_remote_code(save_dir, model)
     if processor is not None:
         processor.save_pretrained(save_dir)
     write_model_card(save_dir, model, **card_kwargs)
@@ -352,11 +454,16 @@ def push_to_hub(
 
 
 __all__ = [
+    "AUTO_MAP_CLASSES",
+    "PIPELINES",
     "card_metadata",
+    "custom_pipelines",
     "ensure_remote_code",
     "model_card",
     "push_folder_to_hub",
+    "prepare_config_for_remote_code",
     "push_to_hub",
+    "register_remote_code",
     "save_pretrained",
     "write_model_card",
 ]

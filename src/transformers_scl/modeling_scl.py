@@ -14,7 +14,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput, SequenceClassifierOutput
@@ -491,9 +490,6 @@ class SCLITCProjection(nn.Sequential):
 # Pre-trained base class
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Auto classes written to `config.auto_map` on save; filled by `register_for_auto_class` at the bottom of the file.
-_AUTO_MAP_CLASSES: dict[str, type] = {}
-
 
 class SCLPreTrainedModel(PreTrainedModel):
     config: SCLConfig
@@ -556,21 +552,6 @@ class SCLPreTrainedModel(PreTrainedModel):
         _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files)
         _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files)
         return loading_info, disk_offload_index
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save with a complete `auto_map`, so every SCL Auto class loads the folder with `trust_remote_code=True`."""
-        config = getattr(self.config, "vision_config", None) and self.config  # the composite config only
-        if config is not None and _AUTO_MAP_CLASSES:
-            auto_map = dict(getattr(config, "auto_map", None) or {})
-            auto_map["AutoConfig"] = f"{SCLConfig.__module__.split('.')[-1]}.{SCLConfig.__name__}"
-            for auto_class, model_class in _AUTO_MAP_CLASSES.items():
-                auto_map[auto_class] = f"{model_class.__module__.split('.')[-1]}.{model_class.__name__}"
-            config.auto_map = auto_map
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is None and kwargs.get("is_main_process", True):
-            # Heads without an Auto class (NLVR2, retrieval) still ship the code their `auto_map` points at.
-            custom_object_save(self, save_directory)
-        return result
 
 
 class SCLVisionModel(SCLPreTrainedModel):
@@ -2209,22 +2190,6 @@ class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedMo
             itc_image_embeds=itc_image,
         )
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Auto-class registration for remote code (`save_pretrained` copies this file and writes `auto_map`)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _register_for_auto_class(model_class: type, auto_class: str):
-    model_class.register_for_auto_class(auto_class)
-    _AUTO_MAP_CLASSES[auto_class] = model_class
-
-
-SCLConfig.register_for_auto_class()
-_register_for_auto_class(SCLModel, "AutoModel")
-_register_for_auto_class(SCLForPreTraining, "AutoModelForPreTraining")
-_register_for_auto_class(SCLForQuestionAnswering, "AutoModelForVisualQuestionAnswering")
-_register_for_auto_class(SCLForZeroShotImageClassification, "AutoModelForZeroShotImageClassification")
 
 __all__ = [
     "SCLModel",

@@ -3,17 +3,19 @@
 transformers 5 removed its `visual-question-answering` task (`pipeline("visual-question-answering")` raises a
 KeyError pointing to `image-text-to-text`, which is for generative chat models). A classifier such as
 `SCLForQuestionAnswering` needs the old behaviour: sigmoid answer scores over `config.id2label`. This module brings it
-back as a custom pipeline, registered for the task name on import:
+back as a custom pipeline, through transformers' mechanism for them: every folder that `SCLForQuestionAnswering`
+saves names this class under `custom_pipelines` in its config and carries this file (see `hub.py`), so
 
-    >>> from transformers_scl.pipelines import SCLVisualQuestionAnsweringPipeline
-    >>> vqa = SCLVisualQuestionAnsweringPipeline(model=model, tokenizer=tokenizer, image_processor=image_processor)
+    >>> from transformers import pipeline
+    >>> vqa = pipeline("visual-question-answering", model="scl-vqa", trust_remote_code=True)
     >>> vqa(image, question="what color is the circle?", top_k=3)
     [{'score': 0.93, 'answer': 'red'}, ...]
-    >>> vqa.save_pretrained("scl-vqa")  # writes `custom_pipelines` to the config and copies this file
 
-after which `pipeline("visual-question-answering", model="scl-vqa", trust_remote_code=True)` rebuilds it from the folder
-(or, without remote code, `pipeline(..., pipeline_class=SCLVisualQuestionAnsweringPipeline)` with `transformers_scl`
-imported). The file imports nothing from `transformers_scl`, so the copy saved beside a model runs on its own.
+works with or without transformers-scl installed. With the package and no remote code, pass the class:
+`pipeline("visual-question-answering", model="scl-vqa", pipeline_class=SCLVisualQuestionAnsweringPipeline)`; or
+build it from objects: `SCLVisualQuestionAnsweringPipeline(model=model, tokenizer=tokenizer,
+image_processor=image_processor)`. Importing this module registers nothing: transformers' own tasks stay as they are.
+The file imports nothing from `transformers_scl`, so the copy saved beside a model runs on its own.
 
 `pipeline("zero-shot-image-classification")` needs no custom class: `SCLForZeroShotImageClassification` returns the
 `logits_per_image` it reads.
@@ -21,9 +23,9 @@ imported). The file imports nothing from `transformers_scl`, so the copy saved b
 
 from typing import Any
 
-from transformers import AutoModelForVisualQuestionAnswering
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.image_utils import load_image
-from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+from transformers.pipelines import Pipeline
 
 
 class SCLVisualQuestionAnsweringPipeline(Pipeline):
@@ -89,6 +91,13 @@ class SCLVisualQuestionAnsweringPipeline(Pipeline):
     def _forward(self, model_inputs):
         return self.model(**model_inputs)
 
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save model, tokenizer and image processor, and this file, which the config's `custom_pipelines` names (also
+        when this class was itself loaded as remote code, which transformers would not copy)."""
+        super().save_pretrained(save_directory, **kwargs)
+        if getattr(self.model.config, "custom_pipelines", None):
+            custom_object_save(self, save_directory)
+
     def postprocess(self, model_outputs, top_k: int = 5):
         id2label = self.model.config.id2label
         top_k = min(top_k, len(id2label))
@@ -98,12 +107,5 @@ class SCLVisualQuestionAnsweringPipeline(Pipeline):
             for score, answer_id in zip(scores.tolist(), answer_ids.tolist())
         ]
 
-
-PIPELINE_REGISTRY.register_pipeline(
-    "visual-question-answering",
-    pipeline_class=SCLVisualQuestionAnsweringPipeline,
-    pt_model=AutoModelForVisualQuestionAnswering,
-    type="multimodal",
-)
 
 __all__ = ["SCLVisualQuestionAnsweringPipeline"]

@@ -28,7 +28,7 @@ from transformers.utils import logging
 
 from .. import modeling_scl
 from ..configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
-from ..hub import ensure_remote_code, push_folder_to_hub, write_model_card
+from ..hub import AUTO_MAP_CLASSES, ensure_remote_code, push_folder_to_hub, write_model_card
 from ..image_processing_scl import SCLImageProcessor
 from ..modeling_scl import resize_position_embedding
 from ..processing_scl import SCLProcessor, text_limits_from_config
@@ -496,7 +496,7 @@ def convert_original_checkpoint(
 def _auto_class_for(model_class: type):
     import transformers
 
-    for auto_name, registered in modeling_scl._AUTO_MAP_CLASSES.items():
+    for auto_name, registered in AUTO_MAP_CLASSES.items():
         if registered is model_class:
             return getattr(transformers, auto_name)
     return None
