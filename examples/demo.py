@@ -81,6 +81,28 @@ def tiny_config(vocab_size: int) -> dict:
     }
 
 
+def environment_report(num_threads: int) -> dict:
+    """The versions and thread count a run used: the figures depend on them (and on the CPU)."""
+    import platform
+
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "tokenizers": tokenizers.__version__,
+        "torch_threads": num_threads,
+        "cpu": platform.processor() or platform.machine(),
+    }
+
+
 def training_args(output_dir: str, seed: int, max_steps: int, objectives=None) -> list[str]:
     """Command-line arguments of run_pretraining.py for the demo run."""
     overrides = tiny_config(vocab_size=0)  # the real vocab size is filled in by `pretrain`
@@ -297,7 +319,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(args.num_threads)  # pinned: the default (one per core) is slower and machine-dependent
+    environment = environment_report(torch.get_num_threads())
+    print("Environment: " + ", ".join(f"{name} {value}" for name, value in environment.items()), flush=True)
     if args.ablation:
         sys.path.insert(0, str(EXAMPLES_DIR))
         import ablation
@@ -333,7 +357,15 @@ def main(argv=None) -> dict:
     )
     total = time.time() - start
     print(f"\nDone in {total / 60:.1f} min ({train_seconds / 60:.1f} min building and training).")
-    summary = {"before": before, "after": after, "retrieval": retrieval, "seconds": total, "losses": table.rows}
+    summary = {
+        "seed": args.seed,
+        "environment": environment,
+        "before": before,
+        "after": after,
+        "retrieval": retrieval,
+        "seconds": total,
+        "losses": table.rows,
+    }
     with open(os.path.join(output_dir, "demo_results.json"), "w") as file:
         json.dump(summary, file, indent=2)
     return summary

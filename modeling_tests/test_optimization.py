@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformers_scl.optimization import create_scl_optimizer, parameter_role, scl_parameter_groups
+from transformers_scl.optimization import create_optimizer, parameter_role, scl_parameter_groups
 
 
 class TinySCLLike(nn.Module):
@@ -64,9 +64,7 @@ def test_frozen_parameters_are_left_out():
 
 
 def test_optimizer_is_adamw_with_scl_betas_and_keeps_group_learning_rates():
-    optimizer = create_scl_optimizer(
-        TinySCLLike(), lr=5e-6, weight_decay=0.01, lr_mult_head=50, lr_mult_cross_modal=10
-    )
+    optimizer = create_optimizer(TinySCLLike(), lr=5e-6, weight_decay=0.01, lr_mult_head=50, lr_mult_cross_modal=10)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert {g["name"]: g["lr"] for g in optimizer.param_groups}["head"] == pytest.approx(2.5e-4)
     assert all(g["betas"] == (0.9, 0.98) for g in optimizer.param_groups)

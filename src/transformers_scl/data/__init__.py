@@ -13,6 +13,7 @@ a lazily transformed data set are not the model's arguments, and the collator al
 Add `SkipReportCallback(transform.skip_counter)` to log how many examples were skipped.
 """
 
+from .captions import split_off_held_out, train_caption_tokenizer, truncate, unique_captions
 from .collators import SCLDataCollator, SCLPretrainingCollator, SCLVQACollator
 from .loaders import (
     caption_groups,
@@ -23,7 +24,7 @@ from .loaders import (
     video_text_pairs,
 )
 from .preprocess import MediaTextTransform, SkipCounter, SkipReportCallback, decode_image
-from .samplers import ModalityGroupedBatchSampler
+from .samplers import ModalityGroupedBatchSampler, RankSlicedBatchSampler, SeededBatchSampler, SeededDataset
 from .synthetic import (
     SYNTHETIC_VQA_ANSWERS,
     make_synthetic_image_text,
@@ -41,9 +42,12 @@ __all__ = [
     "SYNTHETIC_VQA_ANSWERS",
     "MediaTextTransform",
     "ModalityGroupedBatchSampler",
+    "RankSlicedBatchSampler",
     "SCLDataCollator",
     "SCLPretrainingCollator",
     "SCLVQACollator",
+    "SeededBatchSampler",
+    "SeededDataset",
     "SkipCounter",
     "SkipReportCallback",
     "answer_vocabulary",
@@ -61,6 +65,10 @@ __all__ = [
     "make_synthetic_vqa",
     "render_image",
     "render_video",
+    "split_off_held_out",
+    "train_caption_tokenizer",
+    "truncate",
+    "unique_captions",
     "video_text_pairs",
     "vqa_answer_features",
     "vqa_soft_score",
