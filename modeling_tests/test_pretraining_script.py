@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import build_tokenizer, tiny_config
-from media import sample_image
 from datasets import Dataset
+from media import sample_image
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, RobertaConfig, RobertaModel
 
 from transformers_scl.data import (

@@ -19,10 +19,9 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from finetuning_utils import (
     FinetuningDataArguments,
     ModelArguments,
@@ -42,16 +41,10 @@ from transformers_scl.data import (
     SCLDataCollator,
     SkipReportCallback,
     caption_groups,
-    image_text_pairs,
-    load_image_text_folder,
-    load_karpathy_captions,
-    load_video_text_folder,
-    make_synthetic_image_text,
-    make_synthetic_video_text,
+    load_caption_pairs,
+    make_synthetic_pairs,
     render_video,
     truncate,
-    unique_captions,
-    video_text_pairs,
 )
 from transformers_scl.modeling_scl import SCLForImageTextRetrieval
 from transformers_scl.retrieval import evaluate_retrieval
@@ -120,41 +113,32 @@ class RetrievalTrainingArguments(SCLFinetuningArguments):
 
 def load_pairs(data_args: DataArguments, split: str, seed: int, cache_dir: str | None) -> Dataset:
     """One row per (image or video, caption) with an `image_id` / `video_id` column."""
-    modality, source = data_args.modality, data_args.dataset
-    if source == "synthetic":
+    if data_args.dataset == "synthetic":
         held_out = split != "train"
-        size = data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size
-        # Drawn at the training resolution (at least 32 px, the smallest the synthetic clips allow).
-        kwargs = {
-            "split": "test" if held_out else "train",
-            "seed": seed + int(held_out),
-            "image_size": max(data_args.image_size, 32),
-        }
-        if modality == "image":
-            scenes = make_synthetic_image_text(size, max_objects=data_args.synthetic_max_objects, **kwargs)
-            pairs = image_text_pairs(scenes.remove_columns("objects"), id_column="image_id")
-        else:
-            pairs = make_synthetic_video_text(size, num_frames=data_args.synthetic_video_frames, **kwargs)
-        return unique_captions(pairs) if held_out else pairs
-    splits = split.split(",")
-    path = Path(source)
-    if path.is_file() and path.suffix == ".json":
-        if modality != "image" or data_args.image_root is None:
-            raise ValueError(f"{source} looks like a Karpathy caption file: use it with --image_root (images only).")
-        return load_karpathy_captions(path, data_args.image_root, split=splits)
-    if path.is_dir() and (path / splits[0] / "metadata.jsonl").is_file():
-        load = load_image_text_folder if modality == "image" else load_video_text_folder
-        if len(splits) > 1:
-            raise ValueError("A metadata.jsonl folder has one folder per split; pass a single split.")
-        return load(path, caption_column=data_args.caption_column, split=splits[0])
-    dataset = load_dataset(source, data_args.dataset_config_name, split="+".join(splits), cache_dir=cache_dir)
-    pair = image_text_pairs if modality == "image" else video_text_pairs
-    return pair(
-        dataset,
-        **{f"{modality}_column": data_args.media_column or modality},
+        return make_synthetic_pairs(
+            data_args.modality,
+            data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size,
+            split="test" if held_out else "train",
+            seed=seed + int(held_out),
+            image_size=max(data_args.image_size, 32),  # the smallest the synthetic clips allow
+            num_frames=data_args.synthetic_video_frames,
+            max_objects=data_args.synthetic_max_objects,
+        )
+    pairs = load_caption_pairs(
+        data_args.dataset,
+        data_args.modality,
+        split,
+        train_split=data_args.train_split,
+        image_root=data_args.image_root,
+        media_column=data_args.media_column,
         caption_column=data_args.caption_column,
         id_column=data_args.id_column,
+        config_name=data_args.dataset_config_name,
+        cache_dir=cache_dir,
     )
+    if pairs is None:
+        raise ValueError(f"{data_args.dataset} has no split {split!r}.")
+    return pairs
 
 
 class RetrievalCollator(SCLDataCollator):

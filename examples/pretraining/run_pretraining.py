@@ -22,11 +22,9 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import datasets
 import torch
-from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
+from datasets import Dataset, IterableDataset
 from torch.utils.data import ConcatDataset, DataLoader
 from transformers import AutoTokenizer, HfArgumentParser, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -43,18 +41,12 @@ from transformers_scl.data import (
     SkipCounter,
     SkipReportCallback,
     caption_groups,
-    image_text_pairs,
-    load_image_text_folder,
-    load_karpathy_captions,
-    load_video_text_folder,
-    make_synthetic_image_text,
-    make_synthetic_video_text,
+    load_caption_pairs,
+    make_synthetic_pairs,
     render_video,
     split_off_held_out,
     train_caption_tokenizer,
     truncate,
-    unique_captions,
-    video_text_pairs,
 )
 from transformers_scl.image_processing_scl import SCLImageProcessor
 from transformers_scl.metrics import retrieval_recall
@@ -179,72 +171,31 @@ class PretrainingArguments(SCLTrainingArguments):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _synthetic_pairs(modality: str, split: str, data_args: DataArguments) -> Dataset:
-    held_out = split != "train"
-    size = data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size
-    kwargs = {"split": "test" if held_out else "train", "seed": data_args.synthetic_seed + int(held_out)}
-    kwargs["image_size"] = data_args.synthetic_image_size
-    if modality == "image":
-        # Held-out scenes get one (canonical) caption each, so chance level is exactly K / #images.
-        captions = 1 if held_out else data_args.synthetic_captions_per_image
-        scenes = make_synthetic_image_text(size, captions_per_image=captions, **kwargs)
-        pairs = image_text_pairs(scenes.remove_columns("objects"), id_column="image_id")
-    else:
-        pairs = make_synthetic_video_text(size, num_frames=data_args.synthetic_video_frames, **kwargs)
-    return unique_captions(pairs) if held_out else pairs
-
-
-def _has_metadata(folder: Path, split: str | None) -> bool:
-    return (folder / split / "metadata.jsonl").is_file() if split else (folder / "metadata.jsonl").is_file()
-
-
 def load_pairs(source: str, modality: str, split: str, data_args: DataArguments, cache_dir: str | None = None):
-    """One row per (media, caption) of `split` of a source, with columns `image`/`video`, `caption` and an id
-    column; None if the source has no such split."""
+    """One row per (media, caption) of `split` of a source (`load_caption_pairs`); None if it has no such split."""
     if source == "synthetic":
-        return _synthetic_pairs(modality, split, data_args)
-    path = Path(source)
-    if path.is_file() and path.suffix == ".json":
-        if modality != "image" or data_args.image_root is None:
-            raise ValueError(
-                f"{source} looks like a Karpathy-split caption file: use --image_dataset with --image_root."
-            )
-        splits = split.split(",")
-        with open(path) as file:
-            present = {record["split"] for record in json.load(file)["images"]}
-        if not set(splits) <= present:
-            return None
-        return load_karpathy_captions(path, data_args.image_root, split=splits, streaming=data_args.streaming)
-    if path.is_dir() and (_has_metadata(path, split) or _has_metadata(path, None)):
-        if not _has_metadata(path, split) and split != data_args.train_split:
-            return None  # a flat folder is all training data
-        load = load_image_text_folder if modality == "image" else load_video_text_folder
-        folder_split = split if _has_metadata(path, split) else None
-        return load(path, caption_column=data_args.caption_column, split=folder_split, streaming=data_args.streaming)
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
-        dataset = load_from_disk(str(path))
-        if isinstance(dataset, datasets.DatasetDict):
-            if split not in dataset:
-                return None
-            dataset = dataset[split]
-        elif split != data_args.train_split:
-            return None
-        dataset = dataset.to_iterable_dataset() if data_args.streaming else dataset
-    else:
-        config = data_args.image_dataset_config if modality == "image" else data_args.video_dataset_config
-        try:
-            dataset = load_dataset(source, config, split=split, streaming=data_args.streaming, cache_dir=cache_dir)
-        except ValueError as error:
-            if "Unknown split" in str(error):
-                return None
-            raise
-    pair = image_text_pairs if modality == "image" else video_text_pairs
-    column = data_args.image_column if modality == "image" else data_args.video_column
-    return pair(
-        dataset,
-        **{f"{modality}_column": column},
+        held_out = split != "train"
+        return make_synthetic_pairs(
+            modality,
+            data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size,
+            split="test" if held_out else "train",
+            seed=data_args.synthetic_seed + int(held_out),
+            image_size=data_args.synthetic_image_size,
+            num_frames=data_args.synthetic_video_frames,
+            captions_per_image=data_args.synthetic_captions_per_image,
+        )
+    return load_caption_pairs(
+        source,
+        modality,
+        split,
+        train_split=data_args.train_split,
+        image_root=data_args.image_root,
+        media_column=data_args.image_column if modality == "image" else data_args.video_column,
         caption_column=data_args.caption_column,
         id_column=data_args.id_column,
+        config_name=data_args.image_dataset_config if modality == "image" else data_args.video_dataset_config,
+        streaming=data_args.streaming,
+        cache_dir=cache_dir,
     )
 
 

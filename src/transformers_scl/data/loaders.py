@@ -20,11 +20,12 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, Features, IterableDataset, Value, load_dataset
+from datasets import Dataset, DatasetDict, Features, IterableDataset, Value, load_dataset, load_from_disk
 from datasets import Image as ImageFeature
 
 __all__ = [
     "caption_groups",
+    "load_caption_pairs",
     "image_text_pairs",
     "load_image_text_folder",
     "load_karpathy_captions",
@@ -245,6 +246,80 @@ def load_karpathy_captions(
     features = Features({"image": ImageFeature(), "caption": Value("string"), "image_id": Value("int64")})
     dataset = Dataset.from_dict(columns, features=features)
     return dataset.to_iterable_dataset() if streaming else dataset
+
+
+def _has_metadata(folder: Path, split: str | None = None) -> bool:
+    return ((folder / split) if split else folder).joinpath("metadata.jsonl").is_file()
+
+
+def load_caption_pairs(
+    source: str | os.PathLike,
+    modality: str = "image",
+    split: str = "train",
+    *,
+    train_split: str = "train",
+    image_root: str | os.PathLike | None = None,
+    media_column: str | None = None,
+    caption_column: str = "caption",
+    id_column: str | None = None,
+    config_name: str | None = None,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> AnyDataset | None:
+    """One row per (media, caption) of `split` of any supported source; `None` if the source has no such split.
+
+    Sources: a Karpathy-split JSON file (images under `image_root`; `split` may list several, `"train,restval"`), a
+    folder with an imagefolder-style `metadata.jsonl` (one sub-folder per split, or flat: then it is all
+    `train_split`), a folder written by `save_to_disk`, or a `datasets` name (`config_name`; several splits join
+    with `+`), whose `media_column` (default: `modality`) and `caption_column` are read.
+    """
+    if modality not in ("image", "video"):
+        raise ValueError(f"modality must be 'image' or 'video', got {modality!r}.")
+    path = Path(source)
+    splits = split.split(",")
+    if path.is_file() and path.suffix == ".json":
+        if modality != "image" or image_root is None:
+            raise ValueError(
+                f"{source} looks like a Karpathy-split caption file: it needs an image root (images only)."
+            )
+        with open(path) as file:
+            present = {record["split"] for record in json.load(file)["images"]}
+        if not set(splits) <= present:
+            return None
+        return load_karpathy_captions(path, image_root, split=splits, streaming=streaming)
+    if path.is_dir() and (_has_metadata(path, splits[0]) or _has_metadata(path)):
+        if len(splits) > 1:
+            raise ValueError(f"A metadata.jsonl folder has one sub-folder per split; pass one split, not {split!r}.")
+        if not _has_metadata(path, split) and split != train_split:
+            return None  # a flat folder is all training data
+        load = load_image_text_folder if modality == "image" else load_video_text_folder
+        folder_split = split if _has_metadata(path, split) else None
+        return load(path, caption_column=caption_column, split=folder_split, streaming=streaming)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
+        dataset = load_from_disk(str(path))
+        if isinstance(dataset, DatasetDict):
+            if split not in dataset:
+                return None
+            dataset = dataset[split]
+        elif split != train_split:
+            return None
+        dataset = dataset.to_iterable_dataset() if streaming else dataset
+    else:
+        try:
+            dataset = load_dataset(
+                str(source), config_name, split="+".join(splits), streaming=streaming, cache_dir=cache_dir
+            )
+        except ValueError as error:
+            if "Unknown split" in str(error):
+                return None
+            raise
+    pair = image_text_pairs if modality == "image" else video_text_pairs
+    return pair(
+        dataset,
+        **{f"{modality}_column": media_column or modality},
+        caption_column=caption_column,
+        id_column=id_column,
+    )
 
 
 def caption_groups(group_ids: Sequence[Hashable]) -> tuple[list[int], list[list[int]], list[Hashable]]:
