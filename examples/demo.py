@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """SCL end to end in a few minutes on a laptop CPU: build, pre-train, evaluate, save, reload, retrieve.
 
+It runs on `--num_threads` torch threads (default 1) and prints the library versions and thread count first: the
+figures depend on them and on the CPU. `--seed` changes the model initialisation, data order, augmentation and masks.
+
     python examples/demo.py                      # writes ./scl-demo
     python examples/demo.py --ablation           # full SCL vs. SCL without MVSC and MLSC (see examples/ablation.py)
 

@@ -215,14 +215,13 @@ def load_raw_pairs(data_args: DataArguments, seed: int, cache_dir: str | None = 
             raise ValueError(f"{source} has no split {data_args.train_split!r} (--train_split).")
         held_out = load_pairs(source, modality, data_args.eval_split, data_args, cache_dir)
         if held_out is None and isinstance(train, Dataset) and data_args.validation_split_percentage > 0:
-            logger.info("%s has no %r split: holding out %s%% of it.", source, data_args.eval_split,
-                        data_args.validation_split_percentage)  # fmt: skip
             percentage = data_args.validation_split_percentage
+            logger.info("%s has no %r split: holding out %s%% of it.", source, data_args.eval_split, percentage)
             train, held_out = split_off_held_out(train, ID_COLUMNS[modality], percentage, seed)
         if isinstance(held_out, IterableDataset):  # retrieval needs the whole gallery anyway
             held_out = Dataset.from_list(list(truncate(held_out, data_args.max_eval_samples or 1000)))
-        raw[modality] = (truncate(train, data_args.max_train_samples), truncate(held_out, data_args.max_eval_samples),
-                         source)  # fmt: skip
+        train, held_out = truncate(train, data_args.max_train_samples), truncate(held_out, data_args.max_eval_samples)
+        raw[modality] = (train, held_out, source)
     return raw
 
 
@@ -368,8 +367,8 @@ def load_model_and_processor(model_args: ModelArguments, tokenizer=None) -> tupl
             'set {"text_config": {"vocab_size": ...}} in --config_overrides.'
         )
     if processor.image_processor.size.height != model.config.image_size:
-        logger.warning("The processor resizes to %s px but config.image_size is %s px.",
-                       processor.image_processor.size.height, model.config.image_size)  # fmt: skip
+        size = processor.image_processor.size.height
+        logger.warning("The processor resizes to %s px but config.image_size is %s px.", size, model.config.image_size)
     return model, processor
 
 
@@ -379,8 +378,10 @@ def caption_tokenizer(model_args: ModelArguments, raw: dict, training_args: Pret
     if model_args.train_tokenizer_vocab_size is None:
         return None
     if model_args.tokenizer_name or model_args.processor_name or model_args.model_name_or_path:
-        raise ValueError("--train_tokenizer_vocab_size trains a new tokenizer: drop --tokenizer_name / "
-                         "--processor_name / --model_name_or_path, or drop it.")  # fmt: skip
+        raise ValueError(
+            "--train_tokenizer_vocab_size trains a new tokenizer; it cannot be combined with --tokenizer_name, "
+            "--processor_name or --model_name_or_path."
+        )
     save_dir = os.path.join(training_args.output_dir, "tokenizer")
     with training_args.main_process_first(desc="training the tokenizer"):
         if training_args.local_process_index != 0:
@@ -390,9 +391,9 @@ def caption_tokenizer(model_args: ModelArguments, raw: dict, training_args: Pret
             if isinstance(train, IterableDataset):
                 raise ValueError("--train_tokenizer_vocab_size needs map-style data, not --streaming.")
             captions.extend(train["caption"])
-        logger.info("Training a %d-token byte-level BPE on %d captions.", model_args.train_tokenizer_vocab_size,
-                    len(captions))  # fmt: skip
-        return train_caption_tokenizer(captions, model_args.train_tokenizer_vocab_size, save_dir, max_length)
+        vocab_size = model_args.train_tokenizer_vocab_size
+        logger.info("Training a %d-token byte-level BPE on %d captions.", vocab_size, len(captions))
+        return train_caption_tokenizer(captions, vocab_size, save_dir, max_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -512,11 +513,12 @@ class SCLPretrainingTrainer(SCLTrainer):
         tokenizer = self.processing_class.tokenizer
         raw = dataset.with_format(None)  # only the id and caption columns: no decoding
         text_to_image, image_to_texts, _ = caption_groups(raw[ID_COLUMNS[modality]])
-        tokens = tokenizer(list(raw["caption"]), padding=True, truncation=True, max_length=self.max_seq_length,
-                           return_tensors="pt")  # fmt: skip
+        tokens = tokenizer(
+            list(raw["caption"]), padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
+        )
         batch_size = self.args.per_device_eval_batch_size
-        media = DataLoader(dataset.select([rows[0] for rows in image_to_texts]), batch_size=batch_size,
-                           collate_fn=SCLDataCollator(tokenizer, label_names=()))  # fmt: skip
+        gallery = dataset.select([rows[0] for rows in image_to_texts])  # one row per image / video
+        media = DataLoader(gallery, batch_size=batch_size, collate_fn=SCLDataCollator(tokenizer, label_names=()))
         with self.autocast_smart_context_manager():
             texts = encode_texts(model, tokens["input_ids"], tokens["attention_mask"], batch_size=batch_size)
             images = encode_images(model, media)
