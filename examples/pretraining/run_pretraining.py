@@ -492,17 +492,25 @@ class SCLPretrainingTrainer(SCLTrainer):
 
     @contextlib.contextmanager
     def _full_parameters(self):
-        """Retrieval calls the towers directly, not the wrapped model's `forward`, so under FSDP2 the parameters the
+        """Retrieval calls the towers directly, not the wrapped model's `forward`, so under FSDP the parameters the
         root unit owns (embeddings, projections) are gathered first. Not exercised by the CPU tests."""
         model = self.model_wrapped
-        if not (self.is_fsdp_enabled and hasattr(model, "unshard")):
+        if not self.is_fsdp_enabled:
             yield
             return
-        model.unshard()
-        try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if isinstance(model, FullyShardedDataParallel):  # FSDP1
+            with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+                yield
+        elif hasattr(model, "unshard"):  # FSDP2: wrapped layers gather their own shards in their forward hooks
+            model.unshard()
+            try:
+                yield
+            finally:
+                model.reshard()
+        else:
             yield
-        finally:
-            model.reshard()
 
     @torch.no_grad()
     def zero_shot_retrieval(self, dataset: Dataset, modality: str) -> dict[str, float]:
