@@ -1,5 +1,6 @@
-"""What the SCL fine-tuning scripts share: model and processor loading, the optimizer, the training augmentation and
-the train/evaluate/save steps.
+"""What the SCL fine-tuning scripts share beyond the package's `transformers_scl.training` (arguments, optimizer,
+loss-term logging): model and processor loading at the fine-tuning resolution, the shared data arguments, the
+training augmentation and the train/evaluate/save steps.
 
 Each `run_*.py` script imports this module from its own folder, so copy the folder, not a single script.
 """
