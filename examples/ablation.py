@@ -68,6 +68,8 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.num_threads)
+    environment = demo.environment_report(torch.get_num_threads())
+    print("Environment: " + ", ".join(f"{name} {value}" for name, value in environment.items()), flush=True)
 
     results = {variant: [] for variant in VARIANTS}
     for seed in args.seeds:
@@ -79,7 +81,13 @@ def main(argv=None) -> dict:
     recall_note = "R@K: mean of image→text and text→image, in %; held-out galleries of distinct captions."
     print(f"\n{table}\n\n{recall_note} Seeds: {args.seeds}, {args.max_steps} steps each.")
     os.makedirs(args.output_dir, exist_ok=True)
-    summary = {"seeds": args.seeds, "max_steps": args.max_steps, "runs": results, "table": table}
+    summary = {
+        "seeds": args.seeds,
+        "environment": environment,
+        "max_steps": args.max_steps,
+        "runs": results,
+        "table": table,
+    }
     with open(os.path.join(args.output_dir, "ablation_results.json"), "w") as file:
         json.dump(summary, file, indent=2)
     return summary

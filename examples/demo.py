@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """SCL end to end in a few minutes on a laptop CPU: build, pre-train, evaluate, save, reload, retrieve.
 
+It runs on `--num_threads` torch threads (default 1) and prints the library versions and thread count first: the
+figures depend on them and on the CPU. `--seed` changes the model initialisation, data order, augmentation and masks.
+
     python examples/demo.py                      # writes ./scl-demo
     python examples/demo.py --ablation           # full SCL vs. SCL without MVSC and MLSC (see examples/ablation.py)
 
@@ -78,6 +81,28 @@ def tiny_config(vocab_size: int) -> dict:
         "hidden_dropout_prob": DROPOUT,
         "attention_probs_dropout_prob": DROPOUT,
         "initializer_range": INIT_RANGE,
+    }
+
+
+def environment_report(num_threads: int) -> dict:
+    """The versions and thread count a run used: the figures depend on them (and on the CPU)."""
+    import platform
+
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "tokenizers": tokenizers.__version__,
+        "torch_threads": num_threads,
+        "cpu": platform.processor() or platform.machine(),
     }
 
 
@@ -297,7 +322,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(args.num_threads)  # pinned: the default (one per core) is slower and machine-dependent
+    environment = environment_report(torch.get_num_threads())
+    print("Environment: " + ", ".join(f"{name} {value}" for name, value in environment.items()), flush=True)
     if args.ablation:
         sys.path.insert(0, str(EXAMPLES_DIR))
         import ablation
@@ -333,7 +360,15 @@ def main(argv=None) -> dict:
     )
     total = time.time() - start
     print(f"\nDone in {total / 60:.1f} min ({train_seconds / 60:.1f} min building and training).")
-    summary = {"before": before, "after": after, "retrieval": retrieval, "seconds": total, "losses": table.rows}
+    summary = {
+        "seed": args.seed,
+        "environment": environment,
+        "before": before,
+        "after": after,
+        "retrieval": retrieval,
+        "seconds": total,
+        "losses": table.rows,
+    }
     with open(os.path.join(output_dir, "demo_results.json"), "w") as file:
         json.dump(summary, file, indent=2)
     return summary

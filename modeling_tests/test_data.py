@@ -18,6 +18,8 @@ from transformers_scl.data import (
     SCLDataCollator,
     SCLPretrainingCollator,
     SCLVQACollator,
+    SeededBatchSampler,
+    SeededDataset,
     SkipCounter,
     SkipReportCallback,
     answer_vocabulary,
@@ -25,14 +27,19 @@ from transformers_scl.data import (
     caption_groups,
     decode_image,
     image_text_pairs,
+    load_caption_pairs,
     load_image_text_folder,
     load_karpathy_captions,
     load_video_text_folder,
     load_vqa,
     make_synthetic_image_text,
+    make_synthetic_pairs,
     make_synthetic_video_text,
     make_synthetic_vqa,
     render_video,
+    train_caption_tokenizer,
+    truncate,
+    unique_captions,
     video_text_pairs,
     vqa_soft_score,
     write_synthetic_images,
@@ -691,3 +698,87 @@ def test_decoded_image_is_rgb(tmp_path):
     assert decode_image({"bytes": gray.read_bytes(), "path": None}).size == (4, 4)
     with pytest.raises(TypeError, match="An image must be"):
         decode_image(42)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-example seeds (exact resume without touching the global RNG), caption helpers, one loader for every source
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _RandomRows(torch.utils.data.Dataset):
+    """Each read draws from torch's global RNG, as the training augmentation does."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return {"value": torch.rand(3), "index": index}
+
+
+def test_seeded_reads_depend_on_seed_epoch_and_index_only_and_leave_the_global_rng_alone():
+    sampler = SeededBatchSampler(ModalityGroupedBatchSampler([0] * 8, batch_size=4, seed=1), seed=5)
+    dataset = SeededDataset(_RandomRows())
+    keys = [key for batch in sampler for key in batch]
+    assert sorted(index for index, _ in keys) == list(range(8))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = [dataset[key]["value"] for key in keys]
+    assert torch.equal(torch.get_rng_state(), state)  # the model's draws are not shifted by data loading
+    torch.manual_seed(123)  # whatever ran before does not matter
+    torch.testing.assert_close([dataset[key]["value"] for key in reversed(keys)], first[::-1])
+    sampler.set_epoch(1)  # a new epoch: a new order and new draws for the same examples
+    assert sampler.batch_sampler.epoch == 1
+    redrawn = dict(key for batch in sampler for key in batch)
+    assert all(redrawn[index] != seed for index, seed in keys)
+
+
+def test_pretraining_masks_follow_the_examples_sample_seeds(tokenizer):
+    collator = SCLPretrainingCollator(tokenizer)
+    examples = [
+        {"input_ids": tokenizer(f"a red circle number {i} to the left of a blue square")["input_ids"]}
+        | {"pixel_values": torch.zeros(3, 4, 4), "sample_seed": 1000 + i}
+        for i in range(4)
+    ]
+    torch.manual_seed(0)
+    first = collator(examples)
+    torch.manual_seed(1)
+    again = collator(examples)
+    assert torch.equal(first["mlm_input_ids"], again["mlm_input_ids"])
+    assert torch.equal(first["mlsc_input_ids"], again["mlsc_input_ids"])
+    other = collator([{**example, "sample_seed": example["sample_seed"] + 7} for example in examples])
+    assert not torch.equal(first["mlsc_input_ids"], other["mlsc_input_ids"])
+
+
+def test_truncate_and_unique_captions():
+    pairs = Dataset.from_dict({"caption": ["a", "b", "a", "c", "b"], "image_id": [0, 1, 2, 3, 4]})
+    assert unique_captions(pairs)["image_id"] == [0, 1, 3]
+    assert len(truncate(pairs, 2)) == 2 and len(truncate(pairs, 50)) == 5 and truncate(None, 3) is None
+    assert len(list(truncate(pairs.to_iterable_dataset(), 3))) == 3
+    with pytest.raises(ValueError, match="non-negative"):
+        truncate(pairs, -1)
+
+
+def test_load_caption_pairs_reads_a_flat_folder_as_training_data(tmp_path):
+    write_synthetic_images(make_synthetic_image_text(6, seed=0, captions_per_image=2), tmp_path / "flat")
+    train = load_caption_pairs(tmp_path / "flat", "image", "train")
+    assert len(train) == 12 and {"image", "caption", "image_id"} <= set(train.column_names)
+    assert load_caption_pairs(tmp_path / "flat", "image", "validation") is None
+    with pytest.raises(ValueError, match="Karpathy"):
+        (tmp_path / "captions.json").write_text("{}")
+        load_caption_pairs(tmp_path / "captions.json", "image", "train")
+
+
+def test_synthetic_pairs_hold_out_one_row_per_distinct_caption():
+    held_out = make_synthetic_pairs("video", 60, split="test", seed=1, image_size=32)
+    assert len(set(held_out["caption"])) == len(held_out) < 60
+    assert len(make_synthetic_pairs("image", 10, split="train", captions_per_image=2)) == 20
+
+
+def test_caption_tokenizer_is_a_roberta_bpe_learnt_from_the_captions(tmp_path):
+    captions = [f"a {color} {shape} moving up" for color in ("red", "green") for shape in ("circle", "square")] * 5
+    tokenizer = train_caption_tokenizer(captions, vocab_size=300, save_dir=tmp_path)
+    assert tokenizer.convert_tokens_to_ids(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]) == [0, 1, 2, 3, 4]
+    assert tokenizer.tokenize("a red circle moving up") == ["a", "Ġred", "Ġcircle", "Ġmoving", "Ġup"]
+    assert (tmp_path / "tokenizer_config.json").is_file()
+    with pytest.raises(ValueError, match="vocab_size must exceed"):
+        train_caption_tokenizer(captions, vocab_size=100, save_dir=tmp_path)

@@ -267,10 +267,38 @@ def test_video_retrieval_smoke_run_reports_recall(assets):
             num_negatives=3,
             retrieval_k=8,
             itc_weight=1.0,
+            logging_steps=1,
         )
     )
     assert {"eval_txt_r1", "eval_img_r10", "eval_itc_r_mean"} <= set(metrics)
     assert AutoConfig.from_pretrained(assets / "video_retrieval").num_frames == 4
+    # Both loss terms are logged next to the total (issue 13): rank loss + itc_weight (1.0) x ITC loss.
+    state = json.loads((assets / "video_retrieval" / "trainer_state.json").read_text())
+    logs = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in logs] == [1, 2]
+    for entry in logs:
+        assert entry["loss_rank"] > 0 and entry["loss_itc"] > 0
+        assert entry["loss_rank"] + entry["loss_itc"] == pytest.approx(entry["loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("script_name", ["run_vqa", "run_nlvr2", "run_retrieval"])
+def test_num_threads_sets_the_torch_thread_count(script_name, tmp_path):
+    script = load_script(script_name)
+    arguments_class = next(
+        value
+        for name, value in vars(script).items()
+        if name.endswith("TrainingArguments") and name != "SCLTrainingArguments"
+    )
+    parser = HfArgumentParser((script.ModelArguments, script.DataArguments, arguments_class))
+    threads = torch.get_num_threads()
+    try:
+        arguments = ["--model_name_or_path", "x", "--output_dir", str(tmp_path), "--dataset", "synthetic"]
+        *_, training_args = parser.parse_args_into_dataclasses([*arguments, "--num_threads", "2"])
+        assert training_args.num_threads == 2 and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="--num_threads must be at least 1"):
+            parser.parse_args_into_dataclasses([*arguments, "--num_threads", "0"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write_vqav2_files(folder: Path, num_questions: int, subtype: str) -> tuple[Path, Path]:

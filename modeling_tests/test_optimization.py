@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformers_scl.optimization import create_scl_optimizer, parameter_role, scl_parameter_groups
+from transformers_scl.optimization import create_optimizer, parameter_role, scl_parameter_groups
 
 
 class TinySCLLike(nn.Module):
@@ -64,9 +64,7 @@ def test_frozen_parameters_are_left_out():
 
 
 def test_optimizer_is_adamw_with_scl_betas_and_keeps_group_learning_rates():
-    optimizer = create_scl_optimizer(
-        TinySCLLike(), lr=5e-6, weight_decay=0.01, lr_mult_head=50, lr_mult_cross_modal=10
-    )
+    optimizer = create_optimizer(TinySCLLike(), lr=5e-6, weight_decay=0.01, lr_mult_head=50, lr_mult_cross_modal=10)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert {g["name"]: g["lr"] for g in optimizer.param_groups}["head"] == pytest.approx(2.5e-4)
     assert all(g["betas"] == (0.9, 0.98) for g in optimizer.param_groups)
@@ -89,3 +87,17 @@ def test_scl_task_model_parameters_split_into_towers_fusion_and_head():
     assert roles["scl.text_model.embeddings.word_embeddings.weight"] == "base"
     assert roles["scl.vision_model.embeddings.patch_embedding.weight"] == "base"
     assert roles["scl.token_type_embeddings.weight"] == "base"  # spec §3.2: not a fusion layer
+
+
+def test_create_optimizer_from_training_arguments_uses_optim_betas_and_multipliers(tmp_path):
+    from transformers_scl.training import SCLTrainingArguments
+
+    args = SCLTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-4, lr_mult_head=50, lr_mult_cross_modal=10, adam_epsilon=1e-6
+    )
+    optimizer = create_optimizer(TinySCLLike(), args)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["head"] == pytest.approx(5e-3) and lrs["cross_modal"] == pytest.approx(1e-3) and lrs["base"] == 1e-4
+    assert all(g["betas"] == (0.9, 0.98) and g["eps"] == 1e-6 for g in optimizer.param_groups)
+    with pytest.raises(ValueError, match="lr_mult_head"):
+        create_optimizer(TinySCLLike(), lr=1e-4, weight_decay=0.0)

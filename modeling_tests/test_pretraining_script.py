@@ -1,6 +1,7 @@
 """examples/pretraining/run_pretraining.py: single-process, DDP and resumed runs of a tiny SCL on synthetic data."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,9 +12,15 @@ import pytest
 import torch
 from conftest import build_tokenizer, tiny_config
 from datasets import Dataset
+from media import sample_image
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, RobertaConfig, RobertaModel
 
-from transformers_scl.data import make_synthetic_image_text, write_synthetic_images
+from transformers_scl.data import (
+    make_synthetic_image_text,
+    make_synthetic_video_text,
+    write_synthetic_images,
+    write_synthetic_videos,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretraining" / "run_pretraining.py"
 sys.path.insert(0, str(SCRIPT.parent))
@@ -147,8 +154,15 @@ def test_model_and_processor_are_saved_together(trained):
 
 
 @pytest.mark.slow
-def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tokenizer_dir, tmp_path):
-    args = ["--max_steps", "6", "--save_steps", "3", "--do_train"]
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--dataloader_num_workers", "2", "--gradient_accumulation_steps", "2"]],
+    ids=["in-process", "workers-accumulation"],
+)
+def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tokenizer_dir, tmp_path, extra):
+    # The data pipeline draws from per-example seeds, not the global RNG (SeededDataset), so this holds with
+    # DataLoader workers too, and with the first resumed step's micro-batches drawn before Trainer restores its RNG.
+    args = ["--max_steps", "6", "--save_steps", "3", "--do_train", *extra]
     straight = run_pretraining.main(script_args(tokenizer_dir, tmp_path / "straight", *args))
     # Interrupted after step 3: a fresh output folder holding only the step-3 checkpoint, resumed automatically.
     (tmp_path / "resumed").mkdir()
@@ -277,3 +291,60 @@ def test_help_documents_the_script_arguments(capsys):
     text = capsys.readouterr().out
     for argument in ("--image_dataset", "--video_dataset", "--lr_mult_head", "--config_overrides", "--push_to_hub"):
         assert argument in text
+
+
+PHOTOS = {  # scikit-image's bundled photos (RGB, grayscale and RGBA files) with captions of our own
+    "astronaut": "an astronaut in a white suit in front of a flag",
+    "chelsea": "a ginger cat looking to the side",
+    "coffee": "a cup of coffee on a saucer",
+    "rocket": "a rocket on a launch pad under a blue sky",
+    "camera": "a man with a camera on a tripod",
+    "coins": "old coins laid out in rows",
+    "immunohistochemistry": "a stained tissue sample under a microscope",
+    "logo": "a logo of colourful shapes on a white background",
+}
+
+
+def write_photo_folder(folder: Path) -> None:
+    """An imagefolder (`metadata.jsonl` + files), two captions per photo, as a user's own data would be."""
+    folder.mkdir()
+    with open(folder / "metadata.jsonl", "w") as metadata:
+        for name, caption in PHOTOS.items():
+            sample_image(name).resize((48, 48)).save(folder / f"{name}.png")
+            record = {"file_name": f"{name}.png", "caption": [caption, f"a photo: {caption}"]}
+            metadata.write(json.dumps(record) + "\n")
+
+
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_one_command_pretrains_from_scratch_on_a_folder_with_a_tokenizer_trained_on_its_captions(modality, tmp_path):
+    folder = tmp_path / f"{modality}s"
+    if modality == "image":
+        write_photo_folder(folder)
+    else:  # real video files (H.264 mp4) of synthetic moving shapes
+        write_synthetic_videos(make_synthetic_video_text(8, seed=0, image_size=32), folder)
+    config = tiny_config().to_dict()
+    del config["text_config"]["vocab_size"]  # set from the trained tokenizer
+    output_dir = tmp_path / "out"
+    trainer = run_pretraining.main(
+        [
+            f"--{modality}_dataset", str(folder),
+            "--train_tokenizer_vocab_size", "300",
+            "--config_overrides", json.dumps(config),
+            "--validation_split_percentage", "25",
+            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
+            "--max_steps", "2", "--logging_steps", "1", "--do_train", "--do_eval",
+            "--num_threads", "1", "--output_dir", str(output_dir),
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu",
+        ]
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)  # saved with the model
+    assert 261 < len(tokenizer) <= 300  # 256 bytes + 5 special tokens + merges learnt from the captions
+    assert trainer.model.config.text_config.vocab_size == len(tokenizer)
+    assert (output_dir / "tokenizer" / "vocab.json").is_file()
+    caption = PHOTOS["rocket"] if modality == "image" else "a red circle moving up"
+    assert len(tokenizer.tokenize(caption)) < len(caption) / 2  # merges learnt from the captions
+    logs = training_logs(trainer.state.log_history)
+    assert sorted(logs) == [1, 2] and all(math.isfinite(logs[step]["loss_itc"]) for step in logs)
+    metrics = json.loads((output_dir / "eval_results.json").read_text())
+    assert metrics[f"eval_{modality}_num_candidates"] == 2  # 25% of the 8 photos / clips held out
+    assert 0 <= metrics[f"eval_{modality}_t2i_r1"] <= 100

@@ -10,7 +10,12 @@ from torchvision.transforms import v2
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from transformers_scl.image_processing_scl import SCLImageProcessor
-from transformers_scl.transforms import eval_transform, finetuning_transform, pretraining_transform
+from transformers_scl.transforms import (
+    VideoTrainTransform,
+    eval_transform,
+    finetuning_transform,
+    pretraining_transform,
+)
 from transformers_scl.video_processing_scl import SCLVideoProcessor
 
 RANDOM_TRANSFORMS = {"pretraining": pretraining_transform, "finetuning": finetuning_transform}
@@ -119,3 +124,15 @@ def test_grayscale_and_rgba_images_become_rgb():
 def test_tensor_with_a_wrong_channel_count_is_rejected():
     with pytest.raises(ValueError, match=r"got shape \(2, 5, 20, 20\)"):
         pretraining_transform(16)(torch.zeros(2, 5, 20, 20, dtype=torch.uint8))
+
+
+def test_video_train_transform_samples_one_frame_per_segment_and_augments_the_clip_as_one():
+    frames = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 16, 16).contiguous()
+    transform = VideoTrainTransform(4, v2.Compose([v2.RandomHorizontalFlip(p=1.0), v2.ToDtype(torch.float32)]))
+    torch.manual_seed(0)
+    clip = transform(frames)
+    assert clip.shape == (4, 3, 16, 16)
+    picked = clip[:, 0, 0, 0].long().tolist()
+    assert [index // 3 for index in picked] == [0, 1, 2, 3]  # one frame from each of 4 equal segments
+    with pytest.raises(ValueError, match="num_frames must be positive"):
+        VideoTrainTransform(0, v2.Identity())

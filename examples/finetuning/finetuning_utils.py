@@ -1,17 +1,15 @@
-"""What the SCL fine-tuning scripts share: model and processor loading, the optimizer, the training augmentation and
-the train/evaluate/save steps.
+"""What the SCL fine-tuning scripts share beyond the package's `transformers_scl.training` (arguments, optimizer,
+loss-term logging): model and processor loading at the fine-tuning resolution, the shared data arguments, the
+training augmentation and the train/evaluate/save steps.
 
 Each `run_*.py` script imports this module from its own folder, so copy the folder, not a single script.
 """
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
-import datasets
 import torch
-import transformers
 from torch import nn
 from torchvision.transforms import v2
 from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
@@ -19,8 +17,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from transformers_scl.image_processing_scl import SCLImageProcessor
 from transformers_scl.modeling_scl import resize_position_embedding
-from transformers_scl.optimization import scl_parameter_groups
 from transformers_scl.processing_scl import SCLProcessor
+from transformers_scl.training import SCLDataArguments, SCLTrainer, SCLTrainingArguments
 from transformers_scl.transforms import finetuning_transform
 from transformers_scl.video_processing_scl import SCLVideoProcessor
 
@@ -55,19 +53,6 @@ class ModelArguments:
             if self.model_name_or_path is None:
                 raise ValueError("--config_name trains from scratch and needs --processor_name for the tokenizer.")
             self.processor_name = self.model_name_or_path
-
-
-def setup_logging(training_args: TrainingArguments) -> None:
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    logger.info(f"Training/evaluation parameters {training_args}")
 
 
 def set_image_size(model: nn.Module, image_size: int) -> None:
@@ -144,45 +129,36 @@ def use_randaugment(randaugment: bool | None, dataset: str) -> bool:
     return dataset != "synthetic" if randaugment is None else randaugment
 
 
-@dataclass
-class SCLFinetuningArguments(TrainingArguments):
-    """`TrainingArguments` plus the learning-rate multipliers of spec §3.2, with SCL's shared defaults.
+@dataclass(kw_only=True)
+class FinetuningDataArguments(SCLDataArguments):
+    """The data arguments the fine-tuning scripts share (each script adds its sources and sets its defaults)."""
 
-    The per-task scripts subclass this to set their reference hyper-parameters as defaults.
-    """
+    dataset_config_name: str | None = field(default=None, metadata={"help": "`datasets` configuration name."})
+    synthetic_train_size: int = field(default=2000, metadata={"help": "Synthetic training examples."})
+    synthetic_eval_size: int = field(default=200, metadata={"help": "Synthetic evaluation examples."})
+    synthetic_max_objects: int = field(default=3, metadata={"help": "Shapes per synthetic scene (1-3)."})
+    randaugment: bool | None = field(
+        default=None,
+        metadata={
+            "help": "RandAugment in the training augmentation (spec §3.2). Default: on, off for synthetic data."
+        },
+    )
+
+
+@dataclass
+class SCLFinetuningArguments(SCLTrainingArguments):
+    """`SCLTrainingArguments` (learning-rate multipliers, `--num_threads`, AdamW betas (0.9, 0.98), weight decay
+    0.01, 10% warm-up) with the fine-tuning recipe of spec §3.2 as defaults; each script sets its task's column."""
 
     lr_mult_head: float = field(default=10.0, metadata={"help": "Learning-rate multiplier of the task head."})
     lr_mult_cross_modal: float = field(
         default=10.0, metadata={"help": "Learning-rate multiplier of the co-attention fusion (`cross_modal*`)."}
     )
     num_train_epochs: float = field(default=10.0, metadata={"help": "spec §3.2: 10 epochs for every task."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps, or a fraction of all steps if < 1."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorms)."})
-    adam_beta2: float = field(default=0.98, metadata={"help": "spec §3.2: AdamW betas (0.9, 0.98)."})
-    # Examples are tokenised and decoded on the fly (`with_transform`), so Trainer must not drop the raw columns.
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep False: the collators read raw columns."}
-    )
 
 
-class SCLFinetuningTrainer(Trainer):
-    """`Trainer` whose AdamW uses spec §3.2's parameter groups: `lr_mult_head` for the task heads,
-    `lr_mult_cross_modal` for the fusion, no weight decay on biases and LayerNorms. The betas, epsilon and the linear
-    warmup/decay schedule come from the training arguments."""
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            opt_model = self.model if model is None else model
-            groups = scl_parameter_groups(
-                opt_model,
-                lr=self.args.learning_rate,
-                weight_decay=self.args.weight_decay,
-                lr_mult_head=self.args.lr_mult_head,
-                lr_mult_cross_modal=self.args.lr_mult_cross_modal,
-            )
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
+# SCL's optimizer (spec §3.2 parameter groups) and every loss term of the model output in the training logs.
+SCLFinetuningTrainer = SCLTrainer
 
 
 def train_evaluate_save(

@@ -26,12 +26,12 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset
 from datasets import Image as ImageFeature
 from finetuning_utils import (
+    FinetuningDataArguments,
     ModelArguments,
     SCLFinetuningArguments,
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    setup_logging,
     train_evaluate_save,
     train_image_transform,
     use_randaugment,
@@ -44,8 +44,10 @@ from transformers_scl.data import (
     SkipReportCallback,
     decode_image,
     make_synthetic_image_text,
+    truncate,
 )
 from transformers_scl.modeling_scl import SCLForImagesAndTextClassification
+from transformers_scl.training import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,10 @@ FEATURES = Features(
 
 
 @dataclass
-class DataArguments:
+class DataArguments(FinetuningDataArguments):
     dataset: str = field(
         default="jsonl", metadata={"help": "`jsonl` (local files), `synthetic`, or a `datasets` name or folder."}
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "`datasets` configuration name."})
     train_file: str | None = field(default=None, metadata={"help": "Training jsonl (NLVR2 train.json)."})
     validation_file: str | None = field(default=None, metadata={"help": "Evaluation jsonl (NLVR2 dev.json)."})
     test_file: str | None = field(default=None, metadata={"help": "Test jsonl for --do_predict (test1.json)."})
@@ -78,19 +79,7 @@ class DataArguments:
     right_image_column: str = field(default="right_image", metadata={"help": "`datasets` column of the right image."})
     sentence_column: str = field(default="sentence", metadata={"help": "`datasets` column of the statement."})
     label_column: str = field(default="label", metadata={"help": "`datasets` column of the label."})
-    synthetic_train_size: int = field(default=2000, metadata={"help": "Synthetic training pairs."})
-    synthetic_eval_size: int = field(default=200, metadata={"help": "Synthetic evaluation pairs."})
-    synthetic_max_objects: int = field(default=3, metadata={"help": "Shapes per synthetic scene (1-3)."})
-    randaugment: bool | None = field(
-        default=None,
-        metadata={
-            "help": "RandAugment in the training augmentation (spec §3.2). Default: on, off for synthetic data."
-        },
-    )
     image_size: int = field(default=288, metadata={"help": "spec §3.2: 288 px for NLVR2."})
-    max_seq_length: int = field(default=50, metadata={"help": "spec §1.3: text truncated to 50 tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
 
 
 @dataclass
@@ -215,10 +204,6 @@ def load_split(data_args: DataArguments, split: str, seed: int, cache_dir: str |
     return load_hub_split(data_args, hub_split[split], cache_dir)
 
 
-def truncate(dataset: Dataset | None, limit: int | None) -> Dataset | None:
-    return dataset if dataset is None or limit is None else dataset.select(range(min(limit, len(dataset))))
-
-
 class ImagePairTransform:
     """Tokenize the statement and turn both images into `pixel_values` (2, 3, H, W) (left, right).
 
@@ -278,7 +263,7 @@ def main(args: list[str] | None = None) -> dict:
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
-    setup_logging(training_args)
+    setup_logging(training_args, logger)
 
     seed, cache_dir = training_args.seed, model_args.cache_dir
     train = truncate(load_split(data_args, "train", seed, cache_dir), data_args.max_train_samples)

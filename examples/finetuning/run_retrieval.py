@@ -19,24 +19,21 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from finetuning_utils import (
+    FinetuningDataArguments,
     ModelArguments,
     SCLFinetuningArguments,
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    setup_logging,
     train_evaluate_save,
     train_image_transform,
     use_randaugment,
 )
 from torch.utils.data import DataLoader
-from torchvision import tv_tensors
 from transformers import HfArgumentParser
 
 from transformers_scl.data import (
@@ -44,26 +41,23 @@ from transformers_scl.data import (
     SCLDataCollator,
     SkipReportCallback,
     caption_groups,
-    image_text_pairs,
-    load_image_text_folder,
-    load_karpathy_captions,
-    load_video_text_folder,
-    make_synthetic_image_text,
-    make_synthetic_video_text,
+    load_caption_pairs,
+    make_synthetic_pairs,
     render_video,
-    video_text_pairs,
+    truncate,
 )
 from transformers_scl.modeling_scl import SCLForImageTextRetrieval
 from transformers_scl.retrieval import evaluate_retrieval
-from transformers_scl.video_processing_scl import decode_video, frames_to_tensor, sample_frame_indices
+from transformers_scl.training import setup_logging
+from transformers_scl.transforms import VideoTrainTransform
 
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS = {"image": "image_id", "video": "video_id"}
 
 
-@dataclass
-class DataArguments:
+@dataclass(kw_only=True)
+class DataArguments(FinetuningDataArguments):
     dataset: str = field(
         metadata={
             "help": "A Karpathy JSON file, a folder with <split>/metadata.jsonl, a `datasets` name/folder, or "
@@ -71,7 +65,6 @@ class DataArguments:
         },
     )
     modality: str = field(default="image", metadata={"help": "`image` or `video`."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "`datasets` configuration name."})
     image_root: str | None = field(default=None, metadata={"help": "Image folder of a Karpathy JSON file."})
     train_split: str = field(
         default="train", metadata={"help": "Training split(s), comma-separated (COCO: `train,restval`)."}
@@ -86,21 +79,9 @@ class DataArguments:
     )
     synthetic_train_size: int = field(default=2000, metadata={"help": "Synthetic training scenes or clips."})
     synthetic_eval_size: int = field(default=200, metadata={"help": "Synthetic evaluation scenes or clips."})
-    synthetic_max_objects: int = field(default=3, metadata={"help": "Shapes per synthetic scene (1-3)."})
     synthetic_video_frames: int = field(default=8, metadata={"help": "Frames of each synthetic clip."})
-    randaugment: bool | None = field(
-        default=None,
-        metadata={
-            "help": "RandAugment in the training augmentation (spec §3.2). Default: on, off for synthetic data."
-        },
-    )
     image_size: int = field(default=384, metadata={"help": "spec §3.2: 384 px (Flickr30K, COCO), 224 px (video)."})
     num_frames: int = field(default=4, metadata={"help": "Frames sampled per video (spec §1.2: 4)."})
-    max_seq_length: int = field(default=50, metadata={"help": "spec §1.3: text truncated to 50 tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training pairs."})
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Truncate the evaluation gallery (to this many captions)."}
-    )
 
     def __post_init__(self):
         if self.modality not in ID_COLUMNS:
@@ -130,74 +111,34 @@ class RetrievalTrainingArguments(SCLFinetuningArguments):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _unique_captions(pairs: Dataset) -> Dataset:
-    """Synthetic scenes can share a caption; keep one, so that every gallery caption has a single right answer."""
-    seen: set[str] = set()
-    keep = [i for i, caption in enumerate(pairs["caption"]) if not (caption in seen or seen.add(caption))]
-    return pairs.select(keep)
-
-
 def load_pairs(data_args: DataArguments, split: str, seed: int, cache_dir: str | None) -> Dataset:
     """One row per (image or video, caption) with an `image_id` / `video_id` column."""
-    modality, source = data_args.modality, data_args.dataset
-    if source == "synthetic":
+    if data_args.dataset == "synthetic":
         held_out = split != "train"
-        size = data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size
-        # Drawn at the training resolution (at least 32 px, the smallest the synthetic clips allow).
-        kwargs = {
-            "split": "test" if held_out else "train",
-            "seed": seed + int(held_out),
-            "image_size": max(data_args.image_size, 32),
-        }
-        if modality == "image":
-            scenes = make_synthetic_image_text(size, max_objects=data_args.synthetic_max_objects, **kwargs)
-            pairs = image_text_pairs(scenes.remove_columns("objects"), id_column="image_id")
-        else:
-            pairs = make_synthetic_video_text(size, num_frames=data_args.synthetic_video_frames, **kwargs)
-        return _unique_captions(pairs) if held_out else pairs
-    splits = split.split(",")
-    path = Path(source)
-    if path.is_file() and path.suffix == ".json":
-        if modality != "image" or data_args.image_root is None:
-            raise ValueError(f"{source} looks like a Karpathy caption file: use it with --image_root (images only).")
-        return load_karpathy_captions(path, data_args.image_root, split=splits)
-    if path.is_dir() and (path / splits[0] / "metadata.jsonl").is_file():
-        load = load_image_text_folder if modality == "image" else load_video_text_folder
-        if len(splits) > 1:
-            raise ValueError("A metadata.jsonl folder has one folder per split; pass a single split.")
-        return load(path, caption_column=data_args.caption_column, split=splits[0])
-    dataset = load_dataset(source, data_args.dataset_config_name, split="+".join(splits), cache_dir=cache_dir)
-    pair = image_text_pairs if modality == "image" else video_text_pairs
-    return pair(
-        dataset,
-        **{f"{modality}_column": data_args.media_column or modality},
+        return make_synthetic_pairs(
+            data_args.modality,
+            data_args.synthetic_eval_size if held_out else data_args.synthetic_train_size,
+            split="test" if held_out else "train",
+            seed=seed + int(held_out),
+            image_size=max(data_args.image_size, 32),  # the smallest the synthetic clips allow
+            num_frames=data_args.synthetic_video_frames,
+            max_objects=data_args.synthetic_max_objects,
+        )
+    pairs = load_caption_pairs(
+        data_args.dataset,
+        data_args.modality,
+        split,
+        train_split=data_args.train_split,
+        image_root=data_args.image_root,
+        media_column=data_args.media_column,
         caption_column=data_args.caption_column,
         id_column=data_args.id_column,
+        config_name=data_args.dataset_config_name,
+        cache_dir=cache_dir,
     )
-
-
-def truncate(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
-
-
-class VideoTrainTransform:
-    """Training clips: one random frame from each of F equal segments (spec §1.2 `'random'`), then one fine-tuning
-    augmentation shared by all frames of the clip."""
-
-    def __init__(self, num_frames: int, augmentation):
-        self.num_frames = num_frames
-        self.augmentation = augmentation
-
-    def _indices(self, total: int):
-        return sample_frame_indices(total, self.num_frames, "random")
-
-    def __call__(self, video: Any) -> torch.Tensor:
-        if isinstance(video, (str, os.PathLike, bytes)) or hasattr(video, "read"):
-            frames, _ = decode_video(video, sample_indices=lambda metadata: self._indices(metadata.total_num_frames))
-        else:
-            frames = frames_to_tensor(video, "video")
-            frames = frames[torch.as_tensor(self._indices(len(frames)))]
-        return self.augmentation(tv_tensors.Video(frames))
+    if pairs is None:
+        raise ValueError(f"{data_args.dataset} has no split {split!r}.")
+    return pairs
 
 
 class RetrievalCollator(SCLDataCollator):
@@ -294,7 +235,7 @@ def main(args: list[str] | None = None) -> dict:
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
-    setup_logging(training_args)
+    setup_logging(training_args, logger)
     modality = data_args.modality
 
     overrides = {"num_retrieval_negatives": training_args.num_negatives}

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_dataset
 from finetuning_utils import (
+    FinetuningDataArguments,
     ModelArguments,
     SCLFinetuningArguments,
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    setup_logging,
     train_evaluate_save,
     train_image_transform,
     use_randaugment,
@@ -49,22 +49,23 @@ from transformers_scl.data import (
     build_answer_vocabulary,
     load_vqa,
     make_synthetic_vqa,
+    truncate,
     vqa_answer_features,
     vqa_soft_score,
 )
 from transformers_scl.metrics import normalize_vqa_answer, vqa_accuracy
 from transformers_scl.modeling_scl import SCLForQuestionAnswering
+from transformers_scl.training import setup_logging
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DataArguments:
+class DataArguments(FinetuningDataArguments):
     dataset: str = field(
         default="vqav2",
         metadata={"help": "`vqav2` (local JSON files), `synthetic`, or a `datasets` name or folder."},
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "`datasets` configuration name."})
     train_split: str = field(default="train", metadata={"help": "`datasets` split to train on."})
     eval_split: str = field(default="validation", metadata={"help": "`datasets` split to evaluate on."})
     train_questions_file: str | None = field(default=None, metadata={"help": "VQAv2 train questions JSON."})
@@ -95,17 +96,7 @@ class DataArguments:
     answer_type_column: str = field(default="answer_type", metadata={"help": "Answer type column, if any."})
     synthetic_train_size: int = field(default=4000, metadata={"help": "Synthetic training questions."})
     synthetic_eval_size: int = field(default=500, metadata={"help": "Synthetic evaluation questions."})
-    synthetic_max_objects: int = field(default=3, metadata={"help": "Shapes per synthetic scene (1-3)."})
-    randaugment: bool | None = field(
-        default=None,
-        metadata={
-            "help": "RandAugment in the training augmentation (spec §3.2). Default: on, off for synthetic data."
-        },
-    )
     image_size: int = field(default=384, metadata={"help": "spec §3.2: 384 px for VQAv2."})
-    max_seq_length: int = field(default=50, metadata={"help": "spec §1.3: text truncated to 50 tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation set."})
 
 
 @dataclass
@@ -232,12 +223,6 @@ def load_data(data_args: DataArguments, model_args, training_args):
     return load_hub_vqa(data_args, model_args)
 
 
-def truncate(dataset: Dataset | None, max_samples: int | None) -> Dataset | None:
-    if dataset is None or max_samples is None:
-        return dataset
-    return dataset.select(range(min(max_samples, len(dataset))))
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------------------------
@@ -320,7 +305,7 @@ def main(args: list[str] | None = None) -> dict:
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
-    setup_logging(training_args)
+    setup_logging(training_args, logger)
 
     train, validation, vocabulary = load_data(data_args, model_args, training_args)
     train = truncate(train, data_args.max_train_samples)

@@ -73,26 +73,53 @@ def scl_parameter_groups(
     return list(groups.values())
 
 
-def create_scl_optimizer(
+def create_optimizer(
     model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    lr_mult_head: float,
-    lr_mult_cross_modal: float,
-    betas: tuple[float, float] = ADAMW_BETAS,
-    eps: float = ADAMW_EPS,
-) -> torch.optim.AdamW:
-    """AdamW over [`scl_parameter_groups`]; pass it to `Trainer(optimizers=(optimizer, None))` for the linear
-    warmup/decay schedule of `TrainingArguments`."""
-    groups = scl_parameter_groups(model, lr, weight_decay, lr_mult_head, lr_mult_cross_modal)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    args=None,
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    lr_mult_head: float | None = None,
+    lr_mult_cross_modal: float | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer over [`scl_parameter_groups`], one function for every script and notebook.
+
+    With `args` (`TrainingArguments`, or `SCLTrainingArguments` that carry `lr_mult_head` / `lr_mult_cross_modal`):
+    the optimizer `--optim` names, with `--adam_beta1/2` and `--adam_epsilon`, as `Trainer` would build it; learning
+    rate, weight decay and multipliers come from `args` unless passed here. Without `args`: AdamW with spec §3.2's
+    betas (0.9, 0.98) and eps 1e-8. Pair it with the linear warm-up/decay schedule (`Trainer`'s default).
+
+    `SCLTrainer` calls this from `create_optimizer`; with a plain `Trainer`, pass
+    `optimizers=(create_optimizer(model, args), None)`.
+    """
+
+    def setting(value, name):
+        value = value if value is not None else getattr(args, name, None)
+        if value is None:
+            raise ValueError(f"create_optimizer needs `{name}`: pass it, or `args` that define it.")
+        return value
+
+    groups = scl_parameter_groups(
+        model,
+        lr=setting(lr, "learning_rate"),
+        weight_decay=setting(weight_decay, "weight_decay"),
+        lr_mult_head=setting(lr_mult_head, "lr_mult_head"),
+        lr_mult_cross_modal=setting(lr_mult_cross_modal, "lr_mult_cross_modal"),
+    )
+    if args is None:
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=ADAMW_BETAS, eps=ADAMW_EPS)
+    from transformers import Trainer
+
+    # A public static method: `--optim` (AdamW by default) with its keyword arguments; each group keeps its own lr.
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls(groups, **optimizer_kwargs)
 
 
 __all__ = [
     "ADAMW_BETAS",
     "ADAMW_EPS",
     "HEAD_MODULE_NAMES",
-    "create_scl_optimizer",
+    "create_optimizer",
     "no_decay_parameter_names",
     "parameter_role",
     "scl_parameter_groups",

@@ -12,12 +12,19 @@ Randomness comes from torch's global generator: seed it with `torch.manual_seed`
 PyTorch).
 """
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import PIL.Image
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from transformers.image_transforms import convert_to_rgb
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from .video_processing_scl import decode_video, frames_to_tensor, sample_frame_indices
 
 BICUBIC = v2.InterpolationMode.BICUBIC
 
@@ -100,4 +107,33 @@ def eval_transform(size: int = 288) -> v2.Compose:
     )
 
 
-__all__ = ["pretraining_transform", "finetuning_transform", "eval_transform"]
+class VideoTrainTransform:
+    """Training clips: random segment sampling (spec §1.2 `'random'`: one random frame from each of `num_frames`
+    equal segments), then one `augmentation` (e.g. `pretraining_transform`) shared by every frame of the clip.
+
+    Takes a video file (path, bytes or file object, decoded with PyAV, only the sampled frames) or decoded frames
+    ((T, H, W, C) or (T, C, H, W)); returns (num_frames, 3, H, W) float pixels. Draws from torch's global generator.
+    """
+
+    def __init__(self, num_frames: int, augmentation: Callable):
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be positive, got {num_frames}.")
+        self.num_frames = num_frames
+        self.augmentation = augmentation
+
+    def _indices(self, total: int) -> np.ndarray:
+        return sample_frame_indices(total, self.num_frames, "random")
+
+    def __call__(self, video: Any) -> torch.Tensor:
+        if isinstance(video, (str, os.PathLike, bytes)) or hasattr(video, "read"):
+            frames, _ = decode_video(video, sample_indices=lambda metadata: self._indices(metadata.total_num_frames))
+        else:
+            frames = frames_to_tensor(video, "video")
+            frames = frames[torch.as_tensor(self._indices(len(frames)))]
+        return self.augmentation(tv_tensors.Video(frames))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_frames={self.num_frames}, augmentation={self.augmentation!r})"
+
+
+__all__ = ["VideoTrainTransform", "eval_transform", "finetuning_transform", "pretraining_transform"]

@@ -13,20 +13,23 @@ a lazily transformed data set are not the model's arguments, and the collator al
 Add `SkipReportCallback(transform.skip_counter)` to log how many examples were skipped.
 """
 
+from .captions import split_off_held_out, train_caption_tokenizer, truncate, unique_captions
 from .collators import SCLDataCollator, SCLPretrainingCollator, SCLVQACollator
 from .loaders import (
     caption_groups,
     image_text_pairs,
+    load_caption_pairs,
     load_image_text_folder,
     load_karpathy_captions,
     load_video_text_folder,
     video_text_pairs,
 )
 from .preprocess import MediaTextTransform, SkipCounter, SkipReportCallback, decode_image
-from .samplers import ModalityGroupedBatchSampler
+from .samplers import ModalityGroupedBatchSampler, RankSlicedBatchSampler, SeededBatchSampler, SeededDataset
 from .synthetic import (
     SYNTHETIC_VQA_ANSWERS,
     make_synthetic_image_text,
+    make_synthetic_pairs,
     make_synthetic_splits,
     make_synthetic_video_text,
     make_synthetic_vqa,
@@ -41,9 +44,12 @@ __all__ = [
     "SYNTHETIC_VQA_ANSWERS",
     "MediaTextTransform",
     "ModalityGroupedBatchSampler",
+    "RankSlicedBatchSampler",
     "SCLDataCollator",
     "SCLPretrainingCollator",
     "SCLVQACollator",
+    "SeededBatchSampler",
+    "SeededDataset",
     "SkipCounter",
     "SkipReportCallback",
     "answer_vocabulary",
@@ -51,16 +57,22 @@ __all__ = [
     "caption_groups",
     "decode_image",
     "image_text_pairs",
+    "load_caption_pairs",
     "load_image_text_folder",
     "load_karpathy_captions",
     "load_video_text_folder",
     "load_vqa",
     "make_synthetic_image_text",
+    "make_synthetic_pairs",
     "make_synthetic_splits",
     "make_synthetic_video_text",
     "make_synthetic_vqa",
     "render_image",
     "render_video",
+    "split_off_held_out",
+    "train_caption_tokenizer",
+    "truncate",
+    "unique_captions",
     "video_text_pairs",
     "vqa_answer_features",
     "vqa_soft_score",

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..masking import MaskingVocabulary, mask_tokens_for_mlm, mask_tokens_for_mlsc
+from .samplers import draw_seed
 
 __all__ = ["SCLDataCollator", "SCLPretrainingCollator", "SCLVQACollator"]
 
@@ -173,6 +174,9 @@ class SCLPretrainingCollator(SCLDataCollator):
         seed: if given, masks are reproducible: the same seed and the same sequence of batches give the same masks.
             Each DataLoader worker (and distributed rank) derives its own stream from it, so workers do not repeat
             each other's masks. If None, masks come from torch's global generator, which `Trainer`/`DataLoader` seed.
+
+    Examples that carry a `sample_seed` (from a `SeededDataset`) override both: the batch's masks are drawn from a
+    generator seeded with their seeds, so they depend on the examples alone, not on any RNG state (exact resume).
     """
 
     def __init__(
@@ -223,7 +227,11 @@ class SCLPretrainingCollator(SCLDataCollator):
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = super().__call__(examples)
-        generator = self._process_generator()
+        seeds = [example.get("sample_seed") for example in examples if not _is_skipped(example)]
+        if all(seed is not None for seed in seeds):
+            generator = torch.Generator().manual_seed(draw_seed(*seeds))
+        else:
+            generator = self._process_generator()
         batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens_for_mlm(
             batch["input_ids"],
             batch["attention_mask"],

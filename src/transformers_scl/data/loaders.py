@@ -20,11 +20,12 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, Features, IterableDataset, Value, load_dataset
+from datasets import Dataset, DatasetDict, Features, IterableDataset, Value, load_dataset, load_from_disk
 from datasets import Image as ImageFeature
 
 __all__ = [
     "caption_groups",
+    "load_caption_pairs",
     "image_text_pairs",
     "load_image_text_folder",
     "load_karpathy_captions",
@@ -55,7 +56,7 @@ def _as_captions(value: Any) -> list[str]:
     return [caption.strip() for caption in value if caption.strip()]
 
 
-def _caption_pairs(
+def _rename_to_standard_columns(
     dataset: AnyDataset, media_column: str, media_name: str, caption_column: str, id_column: str | None, id_name: str
 ) -> AnyDataset:
     required = [media_column, caption_column] + ([id_column] if id_column else [])
@@ -71,8 +72,24 @@ def _caption_pairs(
                 f"Cannot rename columns {list(renames)} to {list(renames.values())}: the data set already has "
                 f"{clashes}. Remove or rename those columns first."
             )
-    if renames:
-        dataset = dataset.rename_columns(renames)
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def _pair_features(features: Features | None, id_name: str) -> Features | None:
+    """The features after expansion: one string `caption` per row, and an int64 id column if there was none."""
+    if features is None:
+        return None
+    new_features = Features({name: feature for name, feature in features.items()})
+    new_features["caption"] = Value("string")
+    if id_name not in new_features:
+        new_features[id_name] = Value("int64")
+    return new_features
+
+
+def _caption_pairs(
+    dataset: AnyDataset, media_column: str, media_name: str, caption_column: str, id_column: str | None, id_name: str
+) -> AnyDataset:
+    dataset = _rename_to_standard_columns(dataset, media_column, media_name, caption_column, id_column, id_name)
 
     # Expansion copies the media cell of each row once per caption; keep images encoded (paths or bytes) meanwhile.
     features = dataset.features
@@ -95,18 +112,12 @@ def _caption_pairs(
                     out[id_name].append(index)
         return out
 
-    new_features = None
-    if features is not None:
-        new_features = Features({name: feature for name, feature in features.items()})
-        new_features["caption"] = Value("string")
-        if id_name not in new_features:
-            new_features[id_name] = Value("int64")
     dataset = dataset.map(
         expand,
         batched=True,
         with_indices=True,
         remove_columns=dataset.column_names,
-        features=new_features,
+        features=_pair_features(features, id_name),
         **({"desc": "One row per caption"} if isinstance(dataset, Dataset) else {}),
     )
     if decoded_image and isinstance(dataset, Dataset):
@@ -245,6 +256,87 @@ def load_karpathy_captions(
     features = Features({"image": ImageFeature(), "caption": Value("string"), "image_id": Value("int64")})
     dataset = Dataset.from_dict(columns, features=features)
     return dataset.to_iterable_dataset() if streaming else dataset
+
+
+def _has_metadata(folder: Path, split: str | None = None) -> bool:
+    return ((folder / split) if split else folder).joinpath("metadata.jsonl").is_file()
+
+
+def _karpathy_split(path: Path, split: str, image_root, streaming: bool) -> AnyDataset | None:
+    if image_root is None:
+        raise ValueError(f"{path} looks like a Karpathy-split caption file: it needs an image root (images only).")
+    splits = split.split(",")
+    with open(path) as file:
+        present = {record["split"] for record in json.load(file)["images"]}
+    return (
+        load_karpathy_captions(path, image_root, split=splits, streaming=streaming) if set(splits) <= present else None
+    )
+
+
+def _folder_split(path: Path, modality: str, split: str, train_split: str, **kwargs) -> AnyDataset | None:
+    if "," in split:
+        raise ValueError(f"A metadata.jsonl folder has one sub-folder per split; pass one split, not {split!r}.")
+    if not _has_metadata(path, split) and split != train_split:
+        return None  # a flat folder is all training data
+    load = load_image_text_folder if modality == "image" else load_video_text_folder
+    return load(path, split=split if _has_metadata(path, split) else None, **kwargs)
+
+
+def _saved_split(path: Path, split: str, train_split: str, streaming: bool) -> AnyDataset | None:
+    dataset = load_from_disk(str(path))
+    if isinstance(dataset, DatasetDict):
+        dataset = dataset.get(split)
+    elif split != train_split:
+        dataset = None
+    return dataset.to_iterable_dataset() if streaming and dataset is not None else dataset
+
+
+def _hub_split(source: str, config_name: str | None, split: str, **kwargs) -> AnyDataset | None:
+    try:
+        return load_dataset(source, config_name, split="+".join(split.split(",")), **kwargs)
+    except ValueError as error:
+        if "Unknown split" in str(error):
+            return None
+        raise
+
+
+def load_caption_pairs(
+    source: str | os.PathLike,
+    modality: str = "image",
+    split: str = "train",
+    *,
+    train_split: str = "train",
+    image_root: str | os.PathLike | None = None,
+    media_column: str | None = None,
+    caption_column: str = "caption",
+    id_column: str | None = None,
+    config_name: str | None = None,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> AnyDataset | None:
+    """One row per (media, caption) of `split` of any supported source; `None` if the source has no such split.
+
+    Sources: a Karpathy-split JSON file (images under `image_root`; `split` may list several, `"train,restval"`), a
+    folder with an imagefolder-style `metadata.jsonl` (one sub-folder per split, or flat: then it is all
+    `train_split`), a folder written by `save_to_disk`, or a `datasets` name (`config_name`; several splits join
+    with `+`), whose `media_column` (default: `modality`) and `caption_column` are read.
+    """
+    if modality not in ("image", "video"):
+        raise ValueError(f"modality must be 'image' or 'video', got {modality!r}.")
+    path = Path(source)
+    if path.is_file() and path.suffix == ".json":
+        return _karpathy_split(path, split, image_root if modality == "image" else None, streaming)
+    if path.is_dir() and (_has_metadata(path, split.split(",")[0]) or _has_metadata(path)):
+        return _folder_split(path, modality, split, train_split, caption_column=caption_column, streaming=streaming)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
+        dataset = _saved_split(path, split, train_split, streaming)
+    else:
+        dataset = _hub_split(str(source), config_name, split, streaming=streaming, cache_dir=cache_dir)
+    if dataset is None:
+        return None
+    pair = image_text_pairs if modality == "image" else video_text_pairs
+    column = media_column or modality
+    return pair(dataset, **{f"{modality}_column": column}, caption_column=caption_column, id_column=id_column)
 
 
 def caption_groups(group_ids: Sequence[Hashable]) -> tuple[list[int], list[list[int]], list[Hashable]]:

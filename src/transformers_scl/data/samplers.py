@@ -25,11 +25,13 @@ single-modality batches.
 """
 
 from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ModalityGroupedBatchSampler"]
+__all__ = ["ModalityGroupedBatchSampler", "RankSlicedBatchSampler", "SeededBatchSampler", "SeededDataset", "draw_seed"]
 
 
 class ModalityGroupedBatchSampler(Sampler[list[int]]):
@@ -96,3 +98,88 @@ class ModalityGroupedBatchSampler(Sampler[list[int]]):
         if self.drop_last:
             return sum(size // self.batch_size for size in sizes)
         return sum(-(-size // self.batch_size) for size in sizes)
+
+
+class RankSlicedBatchSampler(Sampler[list]):
+    """This rank's slice of every global batch of `batch_sampler` (whose batches hold `num_replicas` x B indices).
+
+    All ranks walk the same global batches, so at every step they hold the same modality (the cross-rank ITC and MVSC
+    gathers need equal shapes: an image has one frame-CLS, a video F), disjoint examples, and the same number of
+    batches. The inner sampler is exposed as `batch_sampler`, which is where `Trainer` forwards `set_epoch`.
+    """
+
+    def __init__(self, batch_sampler: Sampler[list], num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas}).")
+        self.batch_sampler = batch_sampler
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            if len(batch) % self.num_replicas:
+                raise ValueError(f"A global batch of {len(batch)} cannot be split over {self.num_replicas} ranks.")
+            size = len(batch) // self.num_replicas
+            yield batch[self.rank * size : (self.rank + 1) * size]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+def draw_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys, the same in every process (unlike `hash` of strings)."""
+    return (
+        int(np.random.SeedSequence([int(key) for key in keys]).generate_state(2, dtype=np.uint32).view(np.uint64)[0])
+        >> 1
+    )
+
+
+class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Tags every index of `batch_sampler`'s batches with the seed of that draw: `(index, draw_seed(seed, epoch,
+    index))`, for a `SeededDataset`.
+
+    The seed depends only on the run's seed, the epoch and the example, so the random augmentation, frame sampling
+    and text masking of a batch do not depend on what ran before it: a resumed run redraws exactly the batches of
+    the uninterrupted one, with any number of DataLoader workers, and the data pipeline never touches the global RNG
+    that the model's own draws (ITM sampling, patch dropping, dropout) and `Trainer`'s checkpoints use.
+    `set_epoch` (which `Trainer` calls) is forwarded to `batch_sampler`.
+    """
+
+    def __init__(self, batch_sampler: Sampler[list[int]], seed: int):
+        self.batch_sampler = batch_sampler
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in self.batch_sampler:
+            yield [(index, draw_seed(self.seed, self.epoch, index)) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+class SeededDataset(Dataset):
+    """Reads `dataset[index]` for a key `(index, seed)` under `torch.manual_seed(seed)`, with torch's global RNG
+    saved and restored around it, and adds the seed to the example as `sample_seed` (which
+    `SCLPretrainingCollator` masks with). Keys come from a `SeededBatchSampler`."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            example = self.dataset[index]
+        return {**example, "sample_seed": seed}

@@ -40,6 +40,7 @@ __all__ = [
     "SHAPES",
     "SYNTHETIC_VQA_ANSWERS",
     "make_synthetic_image_text",
+    "make_synthetic_pairs",
     "make_synthetic_splits",
     "make_synthetic_video_text",
     "make_synthetic_vqa",
@@ -364,6 +365,45 @@ def _check_video_args(image_size: int, num_frames: int) -> None:
         raise ValueError(f"num_frames must be at least 2 for motion to be visible, got {num_frames}.")
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels for a shape to move, got {image_size}.")
+
+
+def make_synthetic_pairs(
+    modality: str,
+    num_examples: int,
+    *,
+    split: Split = "train",
+    seed: int = 0,
+    image_size: int = 64,
+    num_frames: int = 8,
+    max_objects: int = 3,
+    captions_per_image: int = 1,
+) -> Dataset:
+    """Synthetic retrieval / pre-training data as caption pairs (`image`/`video`, `caption`, `image_id`/`video_id`).
+
+    A `"test"` split keeps one row per distinct caption (`unique_captions`), so that every caption of a held-out
+    gallery has exactly one right image or clip; its scenes get one canonical caption each.
+    """
+    from .captions import unique_captions
+    from .loaders import image_text_pairs
+
+    held_out = split != "train"
+    if modality == "image":
+        scenes = make_synthetic_image_text(
+            num_examples,
+            split=split,
+            seed=seed,
+            image_size=image_size,
+            max_objects=max_objects,
+            captions_per_image=1 if held_out else captions_per_image,
+        )
+        pairs = image_text_pairs(scenes.remove_columns("objects"), id_column="image_id")
+    elif modality == "video":
+        pairs = make_synthetic_video_text(
+            num_examples, split=split, seed=seed, image_size=image_size, num_frames=num_frames
+        )
+    else:
+        raise ValueError(f"modality must be 'image' or 'video', got {modality!r}.")
+    return unique_captions(pairs) if held_out else pairs
 
 
 def make_synthetic_video_text(
