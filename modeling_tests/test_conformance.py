@@ -11,8 +11,9 @@ import tempfile
 import unittest
 
 import torch
-from conformance_support import ConfigTester, ModelTesterMixin, ProcessorTesterMixin
+from conformance_support import SDPA_CASES, ConfigTester, ModelTesterMixin, ProcessorTesterMixin
 from conftest import build_tokenizer, tiny_config
+from parameterized import parameterized
 
 from transformers_scl import (
     SCLConfig,
@@ -169,6 +170,8 @@ class SCLModelTestBase(ModelTesterMixin):
     """Settings shared by the two-tower test classes (transformers' CLIPModelTest / ViltModelTest)."""
 
     _is_composite = True
+    # The common eager-vs-sdpa test feeds the main input (`input_ids`) and these; SCL needs its image too.
+    additional_model_inputs = ["pixel_values"]
     # The text tower's input embeddings sit inside an AutoModel tower; resizing is RoBERTa's (tested upstream).
     test_resize_embeddings = False
 
@@ -273,22 +276,40 @@ class SCLModelTest(SCLModelTestBase, unittest.TestCase):
         pass
 
 
-class SCLForPreTrainingTest(SCLModelTestBase, unittest.TestCase):
+NO_STATES = "This head returns scores and losses, no per-layer hidden states or attentions (checked on SCLModel)"
+
+
+class NoLayerStatesMixin:
+    """For heads whose output holds scores and losses but no per-layer states (as CLIPModel's, whose test skips the
+    same checks): the states of their towers and fusion are checked on SCLModel, VQA and NLVR2, which run the same
+    modules."""
+
+    @unittest.skip(reason=NO_STATES)
+    def test_hidden_states_output(self):
+        pass
+
+    @unittest.skip(reason=NO_STATES)
+    def test_attention_outputs(self):
+        pass
+
+    @unittest.skip(reason=NO_STATES)
+    def test_retain_grad_hidden_states_attentions(self):
+        pass
+
+
+class SCLForPreTrainingTest(NoLayerStatesMixin, SCLModelTestBase, unittest.TestCase):
     all_model_classes = (SCLForPreTraining,)
 
     def setUp(self):
         self.model_tester = SCLPreTrainingModelTester(self)
 
-    @unittest.skip(reason="The pre-training head returns losses and head logits only, no hidden states")
-    def test_hidden_states_output(self):
-        pass
-
-    @unittest.skip(reason="The pre-training head returns losses and head logits only, no attentions")
-    def test_attention_outputs(self):
-        pass
-
-    @unittest.skip(reason="The pre-training head returns losses and head logits only, no hidden states")
-    def test_retain_grad_hidden_states_attentions(self):
+    @parameterized.expand(SDPA_CASES)
+    @unittest.skip(
+        reason="The common test compares `hidden_states[-1]` (or classification/contrastive logits), which the "
+        "pre-training output does not have, and fills the batch with random ITM labels; SCLModelTest runs it on the "
+        "same attention modules"
+    )
+    def test_eager_matches_sdpa_inference(self, *args):
         pass
 
 
@@ -326,7 +347,7 @@ class SCLForImagesAndTextClassificationTest(SCLModelTestBase, unittest.TestCase)
         pass
 
 
-class SCLForImageTextRetrievalTest(SCLModelTestBase, unittest.TestCase):
+class SCLForImageTextRetrievalTest(NoLayerStatesMixin, SCLModelTestBase, unittest.TestCase):
     all_model_classes = (SCLForImageTextRetrieval,)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
@@ -339,7 +360,7 @@ class SCLForImageTextRetrievalTest(SCLModelTestBase, unittest.TestCase):
         return inputs_dict
 
 
-class SCLForZeroShotImageClassificationTest(SCLModelTestBase, unittest.TestCase):
+class SCLForZeroShotImageClassificationTest(NoLayerStatesMixin, SCLModelTestBase, unittest.TestCase):
     all_model_classes = (SCLForZeroShotImageClassification,)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):

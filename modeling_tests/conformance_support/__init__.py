@@ -54,6 +54,7 @@ def _load(tests_dir: Path) -> dict:
     configuration = importlib.import_module(f"{PACKAGE}.test_configuration_common")
     processing = importlib.import_module(f"{PACKAGE}.test_processing_common")
     return {
+        "SDPA_CASES": modeling.TEST_EAGER_MATCHES_SDPA_INFERENCE_PARAMETERIZATION,
         "ModelTesterMixin": modeling.ModelTesterMixin,
         "ConfigTester": configuration.ConfigTester,
         "ProcessorTesterMixin": processing.ProcessorTesterMixin,
@@ -85,6 +86,7 @@ def _missing(message: str):
         "ModelTesterMixin": MissingTesterMixin,
         "ConfigTester": MissingConfigTester,
         "ProcessorTesterMixin": MissingTesterMixin,
+        "SDPA_CASES": [],
     }
 
 
@@ -98,5 +100,6 @@ else:
 ModelTesterMixin = _mixins["ModelTesterMixin"]
 ConfigTester = _mixins["ConfigTester"]
 ProcessorTesterMixin = _mixins["ProcessorTesterMixin"]
+SDPA_CASES = _mixins["SDPA_CASES"]  # the parameterisation of test_eager_matches_sdpa_inference, to skip it by name
 
-__all__ = ["ConfigTester", "MISSING_MESSAGE", "ModelTesterMixin", "ProcessorTesterMixin"]
+__all__ = ["ConfigTester", "MISSING_MESSAGE", "ModelTesterMixin", "ProcessorTesterMixin", "SDPA_CASES"]
