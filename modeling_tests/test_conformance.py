@@ -342,10 +342,6 @@ class SCLForImagesAndTextClassificationTest(SCLModelTestBase, unittest.TestCase)
             inputs_dict["labels"] = torch.tensor([1, 0][: self.model_tester.batch_size])
         return inputs_dict
 
-    @unittest.skip(reason="NLVR2 takes a pair of images per sample; `get_image_features` belongs to ITC models")
-    def test_get_image_features_output(self):
-        pass
-
 
 class SCLForImageTextRetrievalTest(NoLayerStatesMixin, SCLModelTestBase, unittest.TestCase):
     all_model_classes = (SCLForImageTextRetrieval,)

@@ -86,7 +86,7 @@ def _missing(message: str):
         "ModelTesterMixin": MissingTesterMixin,
         "ConfigTester": MissingConfigTester,
         "ProcessorTesterMixin": MissingTesterMixin,
-        "SDPA_CASES": [],
+        "SDPA_CASES": [("unavailable", None, None, None, None, None)],
     }
 
 
