@@ -144,20 +144,28 @@ class SCLModelTester:
 
 class SCLPreTrainingModelTester(SCLModelTester):
     """Adds the pre-training inputs, every random choice fixed so that a forward is a function of its inputs: ITM
-    pairs each text with its own image (so one row is a valid batch too), and patch dropping keeps fixed patches."""
+    pairs each text with its own image (so one row is a valid batch too), and patch dropping keeps fixed patches.
+    The masked captions are derived from `input_ids` in `_prepare_for_class`, so they follow the common tests' edits
+    of `input_ids` (e.g. new token ids after `resize_token_embeddings`)."""
+
+    masked_positions = (2, 5)
 
     def prepare_config_and_inputs_for_common(self):
         config, inputs = super().prepare_config_and_inputs_for_common()
-        input_ids, batch = inputs["input_ids"], self.batch_size
-        masked = torch.zeros_like(input_ids, dtype=torch.bool)
-        masked[:, 2] = masked[:, 4] = True
-        inputs["mlm_input_ids"] = input_ids.masked_fill(masked, 4)  # <mask>
-        inputs["mlm_labels"] = input_ids.masked_fill(~masked, -100)
-        inputs["mlsc_input_ids"] = input_ids.masked_fill(masked, 4)
+        batch = self.batch_size
         inputs["itm_labels"] = torch.ones(batch, dtype=torch.long)
         inputs["itm_negative_indices"] = torch.zeros(batch, dtype=torch.long)
         inputs["patch_keep_indices"] = torch.arange(3).repeat(batch, 1)
         return config, inputs
+
+    def add_masked_captions(self, inputs: dict) -> dict:
+        input_ids = inputs["input_ids"]
+        masked = torch.zeros_like(input_ids, dtype=torch.bool)
+        masked[:, list(self.masked_positions)] = True
+        inputs["mlm_input_ids"] = input_ids.masked_fill(masked, 4)  # <mask>
+        inputs["mlm_labels"] = input_ids.masked_fill(~masked, -100)
+        inputs["mlsc_input_ids"] = input_ids.masked_fill(masked, 4)
+        return inputs
 
 
 NO_LOSS = (
@@ -172,24 +180,14 @@ class SCLModelTestBase(ModelTesterMixin):
     _is_composite = True
     # The common eager-vs-sdpa test feeds the main input (`input_ids`) and these; SCL needs its image too.
     additional_model_inputs = ["pixel_values"]
-    # The text tower's input embeddings sit inside an AutoModel tower; resizing is RoBERTa's (tested upstream).
-    test_resize_embeddings = False
 
     def setUp(self):
         self.model_tester = SCLModelTester(self)
 
-    @unittest.skip(reason="SCL takes `input_ids` or unimodal `text_embeds`, not `inputs_embeds` of the text tower")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="SCL takes `input_ids` or unimodal `text_embeds`, not `inputs_embeds` of the text tower")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
-
 
 class SCLVisionModelTest(ModelTesterMixin, unittest.TestCase):
     all_model_classes = (SCLVisionModel,)
-    test_resize_embeddings = False
+    test_resize_embeddings = False  # no token embeddings to resize: pixels enter through a Conv2d (as CLIP's tower)
 
     def setUp(self):
         self.model_tester = SCLVisionModelTester(self)
@@ -227,14 +225,6 @@ class SCLVisionModelTest(ModelTesterMixin, unittest.TestCase):
 
     @unittest.skip(reason="The vision tower's input embedding is a Conv2d patch embedding, not a token embedding")
     def test_model_get_set_embeddings(self):
-        pass
-
-    @unittest.skip(reason="The vision tower takes pixels, not `inputs_embeds`")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="The vision tower takes pixels, not `inputs_embeds`")
-    def test_inputs_embeds_matches_input_ids(self):
         pass
 
 
@@ -302,6 +292,10 @@ class SCLForPreTrainingTest(NoLayerStatesMixin, SCLModelTestBase, unittest.TestC
 
     def setUp(self):
         self.model_tester = SCLPreTrainingModelTester(self)
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels)
+        return self.model_tester.add_masked_captions(inputs_dict)
 
     @parameterized.expand(SDPA_CASES)
     @unittest.skip(
