@@ -370,6 +370,13 @@ class SCLForZeroShotImageClassificationTest(NoLayerStatesMixin, SCLModelTestBase
 class SCLProcessorTest(ProcessorTesterMixin, unittest.TestCase):
     processor_class = SCLProcessor
 
+    @unittest.skip(
+        reason="SCL fuses every text with its own image or video, so the processor rejects a sample without one by "
+        "name; the test (transformers#40263) is for generative VLMs, where a text-only sample is valid"
+    )
+    def test_processor_text_has_no_visual(self):
+        pass
+
     @classmethod
     def _setup_image_processor(cls):
         return SCLImageProcessor(size=IMAGE)
