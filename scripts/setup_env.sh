@@ -46,3 +46,7 @@ PY
         exit 2
         ;;
 esac
+
+# transformers' own common tests (ModelTesterMixin, ConfigTester, ProcessorTesterMixin) for the version just installed,
+# extracted from its PyPI source distribution into the git-ignored .cache/ (modeling_tests/test_conformance.py).
+"$VENV/bin/python" scripts/fetch_transformers_tests.py
