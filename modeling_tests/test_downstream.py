@@ -109,7 +109,7 @@ def test_vqa_logits_classify_the_full_models_pooler_output_with_or_without_retur
             output_hidden_states=output_hidden_states,
         )
         torch.testing.assert_close(output.logits, expected)
-    assert output.hidden_states[-2][-1].shape == (3, 7, 32)  # the fused text stream's full last layer
+    assert output.hidden_states[2].shape == (3, 7, 32)  # the fused text stream's full last layer
 
 
 def test_vqa_rejects_labels_that_are_not_soft_scores_per_answer():

@@ -79,7 +79,7 @@ def test_base_model_outputs_hidden_states_and_attentions(weights, expected, case
         out = model(**text_inputs(expected, rows), **pixels, output_hidden_states=True)
     for field in ("pooler_output", "text_features", "image_features", "text_embeds", "image_embeds"):
         assert_close(getattr(out, field), expected[f"{case}.{field}"], f"{case}.{field}")
-    actual = flatten_streams(out.hidden_states)
+    actual = old_layout(out, "hidden_states")
     for stream, tensors in stored_streams(expected, case, "hidden_states").items():
         assert len(actual[stream]) == len(tensors)
         for index, tensor in enumerate(tensors):
@@ -89,16 +89,26 @@ def test_base_model_outputs_hidden_states_and_attentions(weights, expected, case
     with torch.no_grad():
         out = model(**text_inputs(expected, rows), **pixels, output_attentions=True)
     assert_close(out.pooler_output, expected[f"{case}.eager_pooler_output"], f"{case}.eager_pooler_output")
-    actual = flatten_streams(out.attentions)
+    actual = old_layout(out, "attentions")
     for stream, tensors in stored_streams(expected, case, "attentions").items():
         assert len(actual[stream]) == len(tensors)
         for index, tensor in enumerate(tensors):
             assert_close(actual[stream][index], tensor, f"{case}.attentions[{stream}][{index}]")
 
 
-def flatten_streams(nested):
-    """eeec6b7 layout: a tuple of per-stream tuples."""
-    return [list(stream) for stream in nested]
+def old_layout(out, kind):
+    """The new outputs in eeec6b7's nested layout, to compare the same tensors.
+
+    eeec6b7: `hidden_states` = (text tower, vision tower, text fusion stream, image fusion stream) and `attentions` =
+    (text tower, vision tower, text self, text cross, image self, image cross), each a tuple. Now the towers' are in
+    `text_model_output` / `vision_model_output` and the fusion's are flat: for `hidden_states` the text stream's
+    N + 1 states then the image stream's; for `attentions` the four kinds, N layers each, in the order above.
+    """
+    towers = [list(getattr(out.text_model_output, kind)), list(getattr(out.vision_model_output, kind))]
+    flat = list(getattr(out, kind))
+    groups = 2 if kind == "hidden_states" else 4
+    size = len(flat) // groups
+    return towers + [flat[i * size : (i + 1) * size] for i in range(groups)]
 
 
 @pytest.mark.parametrize("case", ["pretraining_image", "pretraining_video"])
