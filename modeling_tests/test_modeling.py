@@ -597,3 +597,16 @@ def test_task_models_build_from_vision_text_pretrained(tmp_path):
     torch.testing.assert_close(
         model.scl.vision_model.encoder.layers[0].mlp.fc1.weight, clip.vision_model.encoder.layers[0].mlp.fc1.weight
     )
+
+
+def test_fusion_encoder_runs_the_layers_registered_under_the_checkpoint_names():
+    import copy
+
+    model = build()
+    assert model.fusion.text_layers is model.cross_modal_text_layers
+    assert model.fusion.image_layers is model.cross_modal_image_layers
+    assert "cross_modal_image_layers.1.output.dense.weight" in model.state_dict()
+    assert not any(name.startswith("fusion.") for name in model.state_dict())
+    copied = copy.deepcopy(model)  # the copy's encoder runs the copy's layers
+    assert copied.fusion.text_layers is copied.cross_modal_text_layers is not model.cross_modal_text_layers
+    assert_outputs_close(copied(**make_inputs()), model(**make_inputs()))

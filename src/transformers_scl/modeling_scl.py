@@ -1662,7 +1662,9 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
         labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
             VQA soft score of every answer (0, 0.3, 0.6, 0.9 or 1), e.g. from `SCLVQACollator`.
 
-        Other keyword arguments (`text_embeds`, `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`].
+        Without `input_ids`, or when states are returned, the inputs and other keyword arguments (`text_embeds`,
+        `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`]; otherwise only `pooler_output` is computed, with
+        the last fusion layer at the CLS tokens only (`fusion_planning.pooled_fusion`).
         """
         output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         outputs = None
