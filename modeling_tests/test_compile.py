@@ -38,8 +38,8 @@ def test_compiled_model_equals_eager(num_frames):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_compiled_pretraining_step_equals_eager_in_losses_and_gradients(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
+@torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True)
+def test_compiled_pretraining_step_equals_eager_in_losses_and_gradients():
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
