@@ -1,8 +1,16 @@
 """PyTorch SCL model: a video-capable CLIP vision tower, a RoBERTa text tower and METER-style co-attention fusion.
 
-The file reads in the order data flows: outputs, vision tower (embeddings, frame attention, layers), fusion
-(attention, cross layers, poolers), shared heads, the pre-trained base class, the base model, then task heads.
-Facts cite `SCL_SPEC.md` sections (the original implementation's behaviour).
+The file reads in the order data flows: outputs, vision tower (embeddings, frame attention, layers, encoder), fusion
+(attention, cross layers, the fusion encoder, poolers), shared heads, the pre-trained base class, the base model, then
+task heads. Faster routes through the fusion layers for tasks that read part of its output live in
+`fusion_planning.py`. Facts cite `spec §N` sections (the original implementation's behaviour).
+
+`torch.compile(model, fullgraph=True)` traces `SCLModel` (images and videos) and the pre-training step, forward and
+backward (`modeling_tests/test_compile.py`). Checks that read tensor values (index ranges) run in eager mode only.
+Known limits: the pre-training MLM logits are gathered at the masked tokens, a value-dependent shape that needs
+`torch._dynamo.config.capture_dynamic_output_shape_ops = True`; the random draws a forward makes when ITM labels,
+negatives or kept patches are not given (with a `torch.Generator`) are not covered by the tests: give them from the
+collator for a full graph.
 """
 
 import math
