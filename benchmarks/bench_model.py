@@ -4,10 +4,10 @@
    batch, text length and resolution): forward and forward+backward time, and peak memory.
 2. SCLModel with `sdpa` vs `eager` attention.
 3. Video cost at F = 1, 2, 4, 8 frames.
-4. Fusion read only through `pooler_output` (ITM, VQA, NLVR2, retrieval re-ranking): the full last layer against
-   `fuse(pooler_only=True)`, which runs it at the CLS tokens only; and, for 8 texts per image (retrieval
-   candidates), the image rows repeated per pair against `fuse(image_index=...)`, which runs the image-only part of
-   the first layer once per image.
+4. Fusion read only through `pooler_output` (ITM, VQA, NLVR2, retrieval re-ranking): the full last layer
+   (`SCLModel.fuse`) against `fusion_planning.pooled_fusion`, which runs it at the CLS tokens only; and, for 8 texts
+   per image (retrieval candidates), the image rows repeated per pair against `pooled_fusion(image_index=...)`,
+   which runs the image-only part of the first layer once per image.
 
 Timings interleave the variants and report medians, so machine load affects them alike. Peak memory is the
 resident-set growth of a fresh subprocess per variant during its training steps (CPU has no allocator statistics).
@@ -242,7 +242,7 @@ def main():
     )
     fusion = {
         "full last layer": (PooledFusion(scl, False), embeds),
-        "pooler_only": (PooledFusion(scl, True), embeds),
+        "CLS-only last layer": (PooledFusion(scl, True), embeds),
         f"{texts_per_image} texts per image, repeated images": (
             PooledFusion(scl, True),
             dict(candidates, image_embeds=cached.image_embeds[pairs]),
@@ -265,17 +265,21 @@ def main():
 
 
 class PooledFusion(torch.nn.Module):
-    """`SCLModel.fuse` of cached embeddings, read (and differentiated) through `pooler_output` only."""
+    """Fusion of cached embeddings read (and differentiated) through `pooler_output` only: the plain `SCLModel.fuse`,
+    or the planned route (`fusion_planning.pooled_fusion`, last layer at the CLS tokens only)."""
 
-    def __init__(self, model, pooler_only):
+    def __init__(self, model, planned):
         super().__init__()
-        self.model, self.pooler_only = model, pooler_only
+        self.model, self.planned = model, planned
 
     def forward(self, text_embeds, image_embeds, attention_mask, image_index=None):
+        from transformers_scl.fusion_planning import pooled_fusion
+
         text_embeds, image_embeds = text_embeds.requires_grad_(), image_embeds.requires_grad_()
-        pooled = self.model.fuse(
-            text_embeds, image_embeds, attention_mask, pooler_only=self.pooler_only, image_index=image_index
-        ).pooler_output
+        if self.planned:
+            pooled = pooled_fusion(self.model, text_embeds, image_embeds, attention_mask, image_index=image_index)
+        else:
+            pooled = self.model.fuse(text_embeds, image_embeds, attention_mask).pooler_output
         return SimpleNamespace(text_features=pooled, image_features=pooled, pooler_output=pooled)
 
 

@@ -28,6 +28,9 @@ Default sizes ("mid") keep the base model's proportions at a width that runs on 
 
     python benchmarks/bench_pretraining.py
     python benchmarks/bench_pretraining.py --size base --batch 32 --device cuda
+
+`--compare-tree DIR` times another source tree (e.g. a worktree of an older commit) against this one, side by side
+in one run, instead of the breakdown.
 """
 
 import argparse
@@ -43,13 +46,16 @@ from pathlib import Path
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 
+import transformers_scl
 from transformers_scl.configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
-from transformers_scl.modeling_scl import (
-    SCLForPreTraining,
-    sample_itm_labels,
-    sample_itm_negatives,
-    sample_patch_keep_indices,
-)
+from transformers_scl.modeling_scl import SCLForPreTraining
+
+# The samplers, wherever the imported tree keeps them (`--compare-tree` runs this script on older trees too).
+sample_itm_labels = transformers_scl.sample_itm_labels if hasattr(transformers_scl, "sample_itm_labels") else None
+if sample_itm_labels is None:
+    from transformers_scl.modeling_scl import sample_itm_labels, sample_itm_negatives, sample_patch_keep_indices
+else:
+    from transformers_scl import sample_itm_negatives, sample_patch_keep_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modeling_tests"))
 from memory import resident_set_during  # noqa: E402  (benchmarks/memory.py)
@@ -202,22 +208,26 @@ def stage_breakdown(model, batch, repeats, device) -> dict[str, tuple[float, flo
     def one_modality_work(own_layer, other_layer, states, states_mask):
         """A stream's first self-attention block, and the other stream's first keys and values of it."""
         states = leaf(states)
-        key, value = other_layer.crossattention.self.key_value(states)
+        attention = other_layer.crossattention.self
+        key, value = attention.key(states), attention.value(states)
         return own_layer.attention(states, attention_mask=states_mask)[0].sum() + key.sum() + value.sum()
 
-    def shared_passes():
-        image_leaf = leaf(image)
-        cache = scl.precompute_image_fusion(image_leaf)
-        common = dict(attention_mask=mask, num_frames=frames, image_cache=cache)
-        outputs = (
-            scl.fuse(leaf(text), image_leaf, image_index=itm_images, pooler_only=True, **common),
-            scl.fuse(leaf(text), image_leaf, final_image_layer="skip", **common),
-            scl.fuse(leaf(text), image_leaf, final_image_layer="no_grad", pooler_only=True, **common),
-        )
+    def planned(text_embeds, image_embeds, *passes):
+        """Passes of `fusion_planning` over detached leaves; the sum of the outputs that carry gradients."""
+        from transformers_scl.fusion_planning import FusionPass, fuse_passes
+
+        image_leaf = leaf(image_embeds)
+        fusion_passes = [FusionPass(leaf(text_embeds), mask, **options) for options in passes]
+        outputs = fuse_passes(scl, image_leaf, fusion_passes, num_frames=frames)
         features = [
             f for o in outputs for f in (o.text_features, o.image_features) if f is not None and f.requires_grad
         ]
         return sum(f.sum() for f in features)
+
+    itm_pass = {"image_index": itm_images, "cls_only": True}
+    mlm_pass = {"image_output": None}
+    pass_b = {"image_output": "no_grad", "cls_only": True}
+    pass_a = {"text_output": "no_grad", "cls_only": True}
 
     def fused(text_embeds, image_embeds, **kwargs):
         output = scl.fuse(leaf(text_embeds), leaf(image_embeds), mask, num_frames=frames, **kwargs)
@@ -236,16 +246,14 @@ def stage_breakdown(model, batch, repeats, device) -> dict[str, tuple[float, flo
         "fusion, full pass": lambda: fused(text, image),
         "fusion, full pass A (dropped image)": lambda: fused(text, dropped),
         "MLM head, every token": lambda: model.mlm_score(leaf(text)).sum(),
-        "fusion, ITM (pooler_only)": lambda: fused(text, image[itm_images], pooler_only=True),
-        "fusion, MLM (image stream's last layer skipped)": lambda: fused(text, image, final_image_layer="skip"),
-        "fusion, pass B (pooler_only, image target)": lambda: fused(
-            text, image, final_image_layer="no_grad", pooler_only=True
-        ),
-        "fusion, pass A (pooler_only, text target)": lambda: fused(
-            text, dropped, final_text_layer="no_grad", pooler_only=True
-        ),
+        "fusion, ITM (CLS only)": lambda: planned(text, image, itm_pass),
+        "fusion, MLM (image stream's last layer skipped)": lambda: planned(text, image, mlm_pass),
+        "fusion, pass B (CLS only, image target)": lambda: planned(text, image, pass_b),
+        "fusion, pass A (CLS only, text target)": lambda: planned(text, dropped, pass_a),
         # What the step does: the three fusions of the complete image share its first-layer image-only work.
-        "fusion, ITM + MLM + pass B sharing the image's first-layer work": shared_passes,
+        "fusion, ITM + MLM + pass B sharing the image's first-layer work": lambda: planned(
+            text, image, itm_pass, mlm_pass, pass_b
+        ),
         # Passes fuse different pairs, so all they could share is first-layer work that depends on one modality. The
         # image's is shared above; the complete text's (its first self-attention, and the image stream's first keys
         # and values of it) would be shared by ITM and pass A.
@@ -272,7 +280,7 @@ def print_breakdown(stage: dict[str, float], measured: dict[str, float]):
     ours_towers = text3 + vision + dropped
     ours_fusion = (
         stage["fusion, ITM + MLM + pass B sharing the image's first-layer work"]
-        + stage["fusion, pass A (pooler_only, text target)"]
+        + stage["fusion, pass A (CLS only, text target)"]
     )
     shareable = stage["text-only first-layer work"]  # ITM and pass A fuse the same complete text
     print("\nWhere the time goes: forward+backward of each stage alone (medians, CPU s on CPU)")
@@ -330,6 +338,71 @@ def cuda_peak_memory(model, batch, variant) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def serve(args):
+    """Subprocess entry (`--serve`): build the model with the `transformers_scl` on `PYTHONPATH`, then for each line
+    `VARIANT 0|1` on stdin time one step (forward, or forward+backward) and answer `{"wall": s, "cpu": s}`."""
+    size = SIZES[args.size]
+    model = build_model(size, args.device)
+    batch = make_batch(size, args.batch, args.frames, args.device)
+    print(json.dumps({"ready": transformers_scl.__file__}), flush=True)
+    for line in sys.stdin:
+        variant, backward = line.strip().rsplit(" ", 1)
+        wall, cpu = timed(functools.partial(run_step, model, batch, variant, backward == "1"), args.device)
+        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+
+
+def compare_trees(args):
+    """This tree and `--compare-tree` (e.g. a worktree of an older commit) side by side: one server process per tree,
+    the same model, batch and seeds, and steps interleaved across trees and variants (medians)."""
+    trees = {"old": str(Path(args.compare_tree) / "src"), "new": str(Path(__file__).resolve().parents[1] / "src")}
+    command = [sys.executable, __file__, "--serve", "--size", args.size, "--batch", str(args.batch)]
+    command += ["--threads", str(args.threads or 1), "--device", args.device]
+    if args.frames:
+        command += ["--frames", str(args.frames)]
+    servers = {}
+    for name, src in trees.items():
+        env = {**os.environ, "PYTHONPATH": src}
+        servers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        print(f"{name}: {json.loads(servers[name].stdout.readline())['ready']}", flush=True)
+
+    def ask(tree, variant, backward):
+        servers[tree].stdin.write(f"{variant} {int(backward)}\n")
+        servers[tree].stdin.flush()
+        return json.loads(servers[tree].stdout.readline())
+
+    modes = (False, True) if args.compare_forward else (True,)
+    times = {(tree, variant, backward): [] for tree in trees for variant in VARIANTS for backward in modes}
+    for key in times:  # warm-up
+        ask(*key)
+    for index in range(args.repeats):
+        for key in times if index % 2 == 0 else reversed(list(times)):
+            times[key].append(ask(*key))
+    for server in servers.values():
+        server.stdin.close()
+        server.wait()
+    median = {
+        key: {c: statistics.median(t[c] for t in values) for c in ("wall", "cpu")} for key, values in times.items()
+    }
+    print(
+        f"\nsize {args.size}, batch {args.batch}, threads {args.threads or 1}; medians of {args.repeats} interleaved steps"
+    )
+    print("| variant | old fwd+bwd CPU (s) | new fwd+bwd CPU (s) | new/old | old wall (s) | new wall (s) |")
+    print("|---|---|---|---|---|---|")
+    for variant in VARIANTS:
+        old, new = median[("old", variant, True)], median[("new", variant, True)]
+        print(
+            f"| {variant} | {old['cpu']:.3f} | {new['cpu']:.3f} | {new['cpu'] / old['cpu']:.3f} | {old['wall']:.3f} | "
+            f"{new['wall']:.3f} |"
+        )
+    for clock in ("cpu", "wall"):
+        for tree in trees:
+            scl, baseline, naive = (median[(tree, variant, True)][clock] for variant in VARIANTS)
+            print(
+                f"{tree} ({clock}): SCL / MLM+ITM = {scl / baseline:.3f}x, SCL / recompute-everything = "
+                f"{scl / naive:.3f}x"
+            )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=SIZES, default="mid")
@@ -338,12 +411,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--compare-tree",
+        default=None,
+        help="a source tree to time side by side with this one (e.g. `git worktree add /tmp/old-eeec6b7 eeec6b7`)",
+    )
+    parser.add_argument("--compare-forward", action="store_true", help="with --compare-tree: time forward-only too")
     parser.add_argument("--memory-worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
         return memory_worker(args)
+    if args.serve:
+        return serve(args)
+    if args.compare_tree:
+        return compare_trees(args)
 
     size = SIZES[args.size]
     model = build_model(size, args.device)

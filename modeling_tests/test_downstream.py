@@ -109,7 +109,7 @@ def test_vqa_logits_classify_the_full_models_pooler_output_with_or_without_retur
             output_hidden_states=output_hidden_states,
         )
         torch.testing.assert_close(output.logits, expected)
-    assert output.hidden_states[-2][-1].shape == (3, 7, 32)  # the fused text stream's full last layer
+    assert output.hidden_states[2].shape == (3, 7, 32)  # the fused text stream's full last layer
 
 
 def test_vqa_rejects_labels_that_are_not_soft_scores_per_answer():
@@ -407,3 +407,36 @@ def test_zero_shot_image_classification_pipeline_runs_on_itc(tmp_path, tokenizer
     assert {item["label"]: item["score"] for item in result} == pytest.approx(
         dict(zip(labels, probabilities.tolist()))
     )
+
+
+# -- ITC features and the zero-shot loss --------------------------------------------------------------------------------
+
+
+def test_zero_shot_return_loss_is_the_itc_loss_and_trains():
+    model = SCLForZeroShotImageClassification(tiny_config()).train()
+    input_ids, attention_mask = text_batch()
+    output = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=images(3, 3, 32, 32))
+    assert output.loss is None
+    output = model(
+        input_ids=input_ids, attention_mask=attention_mask, pixel_values=images(3, 3, 32, 32), return_loss=True
+    )
+    labels = torch.arange(3)
+    expected = F.cross_entropy(output.logits_per_image, labels) + F.cross_entropy(output.logits_per_text, labels)
+    torch.testing.assert_close(output.loss, expected)
+    output.loss.backward()
+    assert model.itc_temperature.grad is not None and model.itc_text_projection[0].weight.grad is not None
+    with pytest.raises(ValueError, match="pairs text i with image i"):
+        model(input_ids=input_ids, pixel_values=images(2, 3, 32, 32), return_loss=True)
+
+
+def test_feature_getters_return_the_tower_outputs_and_tuples_on_request():
+    model = SCLForImageTextRetrieval._from_config(tiny_config(), attn_implementation="eager").eval()
+    input_ids, attention_mask = text_batch()
+    text = model.get_text_features(input_ids, attention_mask, output_hidden_states=True, output_attentions=True)
+    assert len(text.hidden_states) == 3 and len(text.attentions) == 2
+    video = model.get_video_features(images(3, 2, 3, 32, 32), output_hidden_states=True, output_attentions=True)
+    assert len(video.hidden_states) == 3 and video.hidden_states[0].shape == (3, 2 * 17, 32)
+    assert video.attentions[0].shape == (3 * 2, 4, 17, 17)
+    assert model.get_image_features(images(3, 3, 32, 32)).hidden_states is None
+    as_tuple = model.get_image_features(images(3, 3, 32, 32), return_dict=False)
+    assert isinstance(as_tuple, tuple) and as_tuple[0].shape == (3, 17, 32)

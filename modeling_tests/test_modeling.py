@@ -150,9 +150,19 @@ def test_save_and_reload_gives_identical_outputs(tmp_path):
 
 
 def test_forward_is_deterministic_in_eval_mode():
-    model = build()
-    inputs = make_inputs()
+    # Heavy dropout everywhere: train mode must then differ between two calls, so equal eval outputs show that
+    # eval mode switches every dropout off (not that the model has none).
+    dropout = dict(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    config = tiny_config(**dropout)
+    config.text_config.hidden_dropout_prob = config.text_config.attention_probs_dropout_prob = 0.5
+    config.vision_config.attention_dropout = 0.5
+    model = build(config=config, attn_implementation="eager")
+    inputs = make_inputs(num_frames=2)
     assert_outputs_close(model(**inputs), model(**inputs))
+    model.train()
+    first, second = model(**inputs), model(**inputs)
+    for name in ("text_features", "image_features", "pooler_output"):
+        assert not torch.allclose(getattr(first, name), getattr(second, name))
 
 
 def test_batching_equivalence():
@@ -255,22 +265,45 @@ def test_vision_tower_loads_from_a_base_model_checkpoint(tmp_path):
     )
 
 
-def test_hidden_states_and_attentions_are_per_stream():
+def test_hidden_states_and_attentions_are_flat_with_the_towers_in_their_outputs():
     model = build(attn_implementation="eager")
     out = model(**make_inputs(num_frames=2), output_hidden_states=True, output_attentions=True)
-    text_tower, vision_tower, text_fusion, image_fusion = out.hidden_states
+    text_tower, vision_tower = out.text_model_output.hidden_states, out.vision_model_output.hidden_states
     assert len(text_tower) == 3 and text_tower[-1].shape == (2, 7, 32)
     assert len(vision_tower) == 3 and vision_tower[-1].shape == (2, 2 * 17, 32)
-    assert len(text_fusion) == 3 and len(image_fusion) == 3
+    assert all(isinstance(state, torch.Tensor) for state in out.hidden_states)
+    assert len(out.hidden_states) == 2 * 3  # text stream: input + 2 layers, then the image stream
+    text_fusion, image_fusion = out.hidden_states[:3], out.hidden_states[3:]
+    assert text_fusion[0].shape == (2, 7, 32) and image_fusion[0].shape == (2, 34, 32)
     torch.testing.assert_close(text_fusion[-1], out.text_features)
     torch.testing.assert_close(image_fusion[-1], out.image_features)
-    text_att, vision_att, text_self, text_cross, image_self, image_cross = out.attentions
-    assert len(text_att) == 2 and text_att[0].shape == (2, 4, 7, 7)
+    assert len(out.text_model_output.attentions) == 2 and out.text_model_output.attentions[0].shape == (2, 4, 7, 7)
+    vision_att = out.vision_model_output.attentions
     assert len(vision_att) == 2 and vision_att[0].shape == (2 * 2, 4, 17, 17)
-    assert text_self[0].shape == (2, 4, 7, 7) and text_cross[0].shape == (2, 4, 7, 34)
-    assert image_self[0].shape == (2, 4, 34, 34) and image_cross[0].shape == (2, 4, 34, 7)
+    assert all(isinstance(weights, torch.Tensor) for weights in out.attentions) and len(out.attentions) == 4 * 2
+    text_self, text_cross, image_self, image_cross = out.attentions[::2]
+    assert text_self.shape == (2, 4, 7, 7) and text_cross.shape == (2, 4, 7, 34)
+    assert image_self.shape == (2, 4, 34, 34) and image_cross.shape == (2, 4, 34, 7)
     # padded text keys get no attention
-    assert torch.all(image_cross[0][1, :, :, -2:] == 0)
+    assert torch.all(image_cross[1, :, :, -2:] == 0)
+
+
+def test_selected_hidden_state_indices_select_fusion_states_not_roberta_layers():
+    model = build()
+    out = model(**make_inputs(), output_hidden_states=[0, -1])
+    assert out.hidden_states[0] is not None and out.hidden_states[-1] is not None
+    assert all(state is None for state in out.hidden_states[1:-1])
+    assert len(out.text_model_output.hidden_states) == 3  # the towers return all theirs
+
+
+def test_vision_hidden_states_are_in_the_autograd_graph():
+    model = build()
+    out = model.vision_model(
+        pixel_values_videos=make_inputs(num_frames=2)["pixel_values_videos"], output_hidden_states=True
+    )
+    out.hidden_states[0].retain_grad()
+    out.last_hidden_state.sum().backward()
+    assert out.hidden_states[0].grad is not None
 
 
 def test_loads_in_bfloat16(tmp_path):
@@ -342,11 +375,28 @@ def test_image_path_equals_plain_vit_attention():
 
 
 def test_video_cost_is_linear_attention_no_quadratic_mask():
-    # Frame attention never materialises an (F*T)^2 score matrix: with eager attention the recorded weights are
-    # frame-local (B*F, heads, T, T).
-    vision = SCLVisionModel._from_config(tiny_config().vision_config, attn_implementation="eager").eval()
-    out = vision(pixel_values_videos=torch.randn(1, 8, 3, 32, 32), output_attentions=True)
-    assert out.attentions[0].shape == (8, 4, 17, 17)
+    # Every attention call of the vision tower, the frame-CLS step included, is recorded through the attention
+    # interface: none may score (F*T)^2 query-key pairs. The frame-local calls score F*T^2, the global frame-CLS
+    # step F*(F*T) (F queries per clip).
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    calls = []
+
+    def recording_attention(module, query, key, value, attention_mask, **kwargs):
+        calls.append((tuple(query.shape), tuple(key.shape)))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("scl_recording", recording_attention)
+    vision = SCLVisionModel._from_config(tiny_config().vision_config, attn_implementation="scl_recording").eval()
+    frames, tokens = 8, 17
+    vision(pixel_values_videos=torch.randn(1, frames, 3, 32, 32))
+    assert len(calls) == 2 * vision.config.num_hidden_layers  # a local and a global call per layer
+    for query, key in calls:
+        assert query[-2] * key[-2] <= frames * tokens * frames, f"query {query} x key {key} is quadratic in F*T"
+    local, cls = calls[0], calls[1]
+    assert local == ((frames, 4, tokens, 8), (frames, 4, tokens, 8))
+    assert cls == ((1, 4, frames, 8), (1, 4, frames * tokens, 8))
 
 
 def test_patch_dropping_keeps_the_same_positions_in_every_frame_and_is_seedable():
@@ -388,157 +438,6 @@ def test_precomputed_embeddings_reproduce_the_full_forward():
         num_frames=2,
     )
     assert_outputs_close(full, reused)
-
-
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-@pytest.mark.parametrize("num_frames", [None, 3])
-def test_pooler_only_fusion_equals_the_full_last_layer_at_the_cls_tokens(attn_implementation, num_frames):
-    model = build(attn_implementation=attn_implementation)
-    inputs = make_inputs(num_frames=num_frames)  # the second caption is padded
-    full = model(**inputs)
-    frames = num_frames or 1
-    arguments = (full.text_embeds, full.image_embeds, inputs["attention_mask"])
-    pooled = model.fuse(*arguments, num_frames=frames, pooler_only=True)
-    assert pooled.text_features.shape == (2, 1, 32)
-    assert pooled.image_features.shape == (2, frames, 32)
-    torch.testing.assert_close(pooled.text_features, full.text_features[:, :1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(pooled.image_features, full.image_features[:, :frames], atol=1e-5, rtol=0)
-    torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
-
-
-@pytest.mark.slow
-@torch.no_grad()  # CPU flex attention has no backward
-def test_pooler_only_fusion_with_flex_attention_on_cpu_survives_recompilation():
-    # torch's CPU flex kernel, recompiled for dynamic shapes, fails on fewer queries than keys; `fuse` then runs the
-    # full last layer and slices it.
-    model = build(config=tiny_config(num_fusion_layers=1), attn_implementation="flex_attention")
-    inputs = make_inputs(num_frames=2)
-    full = build(config=tiny_config(num_fusion_layers=1))(**inputs)
-    text, image, mask = full.text_embeds, full.image_embeds, inputs["attention_mask"]
-    model.fuse(text, image, mask, num_frames=2)
-    model.fuse(text.repeat(2, 1, 1), image.repeat(2, 1, 1), mask.repeat(2, 1), num_frames=2)  # a new shape
-    pooled = model.fuse(text, image, mask, num_frames=2, pooler_only=True)
-    assert pooled.text_features.shape == (2, 1, 32) and pooled.image_features.shape == (2, 2, 32)
-    torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
-
-
-def test_pooler_only_fusion_gives_the_full_gradients():
-    model = build()  # eval mode: no dropout, so both runs are deterministic; autograd works as in training
-    inputs = make_inputs(num_frames=2)
-    with torch.no_grad():
-        text, image = model(**inputs).text_embeds, model(**inputs).image_embeds
-    gradients = []
-    for pooler_only in (False, True):
-        model.zero_grad()
-        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
-        fused = model.fuse(text_input, image_input, inputs["attention_mask"], num_frames=2, pooler_only=pooler_only)
-        fused.pooler_output.square().sum().backward()
-        gradients.append([text_input.grad, image_input.grad, *(p.grad for p in model.parameters())])
-    for full, pooled in zip(*gradients):
-        if full is None:
-            assert pooled is None
-        else:
-            torch.testing.assert_close(pooled, full, atol=1e-6, rtol=1e-4)
-
-
-@pytest.mark.parametrize("num_fusion_layers", [1, 2])
-@pytest.mark.parametrize("pooler_only", [False, True])
-def test_image_index_fusion_equals_fusing_the_repeated_images(num_fusion_layers, pooler_only):
-    model = build(config=tiny_config(num_fusion_layers=num_fusion_layers))
-    texts = make_inputs(batch_size=2, seed=1)
-    videos = make_inputs(batch_size=2, num_frames=2, seed=2)
-    with torch.no_grad():
-        text = model(**texts).text_embeds.repeat(2, 1, 1)  # 4 texts (the second is padded)
-        image = model(**videos).image_embeds  # 2 videos
-    mask = texts["attention_mask"].repeat(2, 1)
-    image_index = torch.tensor([1, 0, 1, 1])
-    results = []
-    for indexed in (False, True):  # one run fuses image_embeds[image_index], the other indexes inside `fuse`
-        model.zero_grad()
-        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
-        fused = model.fuse(
-            text_input,
-            image_input if indexed else image_input[image_index],
-            mask,
-            num_frames=2,
-            pooler_only=pooler_only,
-            image_index=image_index if indexed else None,
-            output_hidden_states=True,
-        )
-        (fused.pooler_output.square().sum() + fused.text_features.sum() + fused.image_features.sum()).backward()
-        results.append(
-            [fused.text_features, fused.image_features, fused.pooler_output, *fused.hidden_states[1], image_input.grad]
-            + [p.grad for p in model.parameters() if p.grad is not None]
-        )
-    assert len(results[0]) == len(results[1])
-    for repeated, indexed in zip(*results):
-        torch.testing.assert_close(indexed, repeated, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize(
-    "image_index, message",
-    [(torch.tensor([0, 1, 1]), "must be \\(batch,\\)"), (torch.tensor([0, 2]), "in \\[0, 2\\)")],
-)
-def test_bad_image_index_raises_a_clear_error(image_index, message):
-    model = build()
-    full = model(**make_inputs())
-    with pytest.raises(ValueError, match=message):
-        model.fuse(full.text_embeds, full.image_embeds, image_index=image_index)
-
-
-@pytest.mark.parametrize("num_fusion_layers", [1, 2])
-@pytest.mark.parametrize("checkpointing", [None, "reentrant"])
-def test_image_cache_shared_by_several_fusions_equals_fusing_each_alone(num_fusion_layers, checkpointing):
-    """What pre-training does: ITM-like (`image_index`, `pooler_only`), MLM-like (image stream skipped) and
-    pass-B-like (image target without gradients) fusions of the same images read one `precompute_image_fusion`."""
-    config = tiny_config(
-        num_fusion_layers=num_fusion_layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-    )
-    model = build(config=config, attn_implementation="eager").train()
-    if checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": True})
-    texts = make_inputs(batch_size=2, seed=1)
-    videos = make_inputs(batch_size=2, num_frames=2, seed=2)
-    with torch.no_grad():
-        text = model(**texts).text_embeds
-        image = model(**videos).image_embeds
-    mask, image_index = texts["attention_mask"], torch.tensor([1, 1])
-    results = []
-    for cached in (False, True):
-        model.zero_grad()
-        text_input, image_input = text.clone().requires_grad_(), image.clone().requires_grad_()
-        cache = model.precompute_image_fusion(image_input) if cached else None
-        common = dict(attention_mask=mask, num_frames=2, image_cache=cache, output_attentions=True)
-        itm = model.fuse(text_input, image_input, image_index=image_index, pooler_only=True, **common)
-        mlm = model.fuse(text_input * 2, image_input, final_image_layer="skip", output_hidden_states=True, **common)
-        target = model.fuse(text_input, image_input, final_image_layer="no_grad", pooler_only=True, **common)
-        loss = itm.pooler_output.square().sum() + mlm.text_features.sum() + target.text_features.sum()
-        loss = loss + target.image_features.sum()  # no gradient: a target
-        loss.backward()
-        results.append(
-            [itm.pooler_output, mlm.text_features, target.text_features, target.image_features, *mlm.hidden_states[1]]
-            + [w for out in (itm, mlm) for weights in out.attentions for w in weights if w is not None]
-            + [text_input.grad, image_input.grad]
-            + [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-        )
-    assert len(results[0]) == len(results[1])
-    for alone, shared in zip(*results):
-        if isinstance(alone, tuple):  # a parameter's gradient
-            assert shared[0] == alone[0]
-            alone, shared = alone[1], shared[1]
-        torch.testing.assert_close(shared, alone, atol=1e-5, rtol=1e-4)
-
-
-def test_image_cache_must_match_the_fused_images():
-    model = build()
-    full = model(**make_inputs())
-    cache = model.precompute_image_fusion(full.image_embeds)
-    with pytest.raises(ValueError, match="built from other `image_embeds`"):
-        model.fuse(full.text_embeds, full.image_embeds.clone(), image_cache=cache)
-    with pytest.raises(ValueError, match="image_token_type_idx=1, not 0"):
-        model.fuse(full.text_embeds, full.image_embeds, image_cache=cache, image_token_type_idx=0)
-    with pytest.raises(ValueError, match="must be \\(batch, tokens, hidden\\)"):
-        model.precompute_image_fusion(full.image_embeds[0])
 
 
 def test_interpolate_pos_encoding_accepts_other_resolutions():
@@ -700,3 +599,16 @@ def test_task_models_build_from_vision_text_pretrained(tmp_path):
     torch.testing.assert_close(
         model.scl.vision_model.encoder.layers[0].mlp.fc1.weight, clip.vision_model.encoder.layers[0].mlp.fc1.weight
     )
+
+
+def test_fusion_encoder_runs_the_layers_registered_under_the_checkpoint_names():
+    import copy
+
+    model = build()
+    assert model.fusion.text_layers is model.cross_modal_text_layers
+    assert model.fusion.image_layers is model.cross_modal_image_layers
+    assert "cross_modal_image_layers.1.output.dense.weight" in model.state_dict()
+    assert not any(name.startswith("fusion.") for name in model.state_dict())
+    copied = copy.deepcopy(model)  # the copy's encoder runs the copy's layers
+    assert copied.fusion.text_layers is copied.cross_modal_text_layers is not model.cross_modal_text_layers
+    assert_outputs_close(copied(**make_inputs()), model(**make_inputs()))

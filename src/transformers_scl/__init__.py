@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .configuration_scl import SCLConfig, SCLVisionConfig
+from .conversion.upgrade import register_checkpoint_upgrades
 from .hub import register_remote_code
 from .image_processing_pil_scl import SCLImageProcessorPil
 from .image_processing_scl import SCLImageProcessor
@@ -28,7 +29,6 @@ from .modeling_scl import (
     SCLForPreTrainingOutput,
     SCLForQuestionAnswering,
     SCLForZeroShotImageClassification,
-    SCLImageFusionCache,
     SCLImageTextRetrievalOutput,
     SCLLosses,
     SCLModel,
@@ -44,6 +44,7 @@ from .video_processing_scl import SCLVideoProcessor, sample_frame_indices
 
 __version__ = "0.1.0"
 
+register_checkpoint_upgrades()  # older checkpoints' shapes load (`conversion/upgrade.py`)
 AutoConfig.register(SCLConfig.model_type, SCLConfig, exist_ok=True)
 AutoConfig.register(SCLVisionConfig.model_type, SCLVisionConfig, exist_ok=True)
 AutoModel.register(SCLConfig, SCLModel, exist_ok=True)
@@ -67,7 +68,6 @@ __all__ = [
     "SCLForPreTrainingOutput",
     "SCLForQuestionAnswering",
     "SCLForZeroShotImageClassification",
-    "SCLImageFusionCache",
     "SCLImageTextRetrievalOutput",
     "SCLLosses",
     "SCLImageProcessor",

@@ -86,6 +86,7 @@ def image_text_contrastive_loss(
     image_features: torch.Tensor,
     temperature: torch.Tensor | float,
     return_logits: bool = False,
+    normalized: bool = False,
 ):
     """ITC (spec §2.3): cosine similarity / temperature, cross-entropy text→image plus image→text (summed, not
     averaged), over the batch gathered from every rank.
@@ -95,14 +96,16 @@ def image_text_contrastive_loss(
         temperature: a divisor (the learnable `itc_temperature`, no clamp as in the reference). It must stay positive;
             a non-positive value silently inverts the objective.
         return_logits: also return `(logits_per_text, logits_per_image)`, each `(local_batch, global_batch)`.
+        normalized: the features are already L2-normalised (the models' ITC embeddings), so they are used as given.
     """
     if text_features.shape != image_features.shape or text_features.dim() != 2:
         raise ValueError(
             "`text_features` and `image_features` must both be (batch, dim); got "
             f"{tuple(text_features.shape)} and {tuple(image_features.shape)}."
         )
-    text = F.normalize(text_features, dim=-1, eps=NORM_EPS)
-    image = F.normalize(image_features, dim=-1, eps=NORM_EPS)
+    text, image = text_features, image_features
+    if not normalized:
+        text, image = F.normalize(text, dim=-1, eps=NORM_EPS), F.normalize(image, dim=-1, eps=NORM_EPS)
     logits_per_text = text @ gather_with_grad(image).t() / temperature
     logits_per_image = image @ gather_with_grad(text).t() / temperature
     labels = contrastive_labels(text.shape[0], text.device)

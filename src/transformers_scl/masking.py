@@ -1,4 +1,5 @@
-"""Text masking for SCL pre-training: MLM (spec §2.1) and the masked text of MLSC (spec §2.4).
+"""Text masking for SCL pre-training: MLM (spec §2.1) and the masked text of MLSC (spec §2.4); and, at the end, the
+samplers of the other random choices (kept patches, ITM pairs and negatives, retrieval negatives).
 
 Both functions work on padded `(batch, length)` id tensors, are vectorised, never touch special tokens or padding,
 and draw all randomness from an optional `torch.Generator`, so a seeded generator reproduces the masks exactly.
@@ -19,8 +20,6 @@ Two deliberate departures from the reference code:
 from dataclasses import dataclass
 
 import torch
-
-__all__ = ["MaskingVocabulary", "mask_tokens_for_mlm", "mask_tokens_for_mlsc"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +173,85 @@ def mask_tokens_for_mlsc(
     to_mask = maskable & (ranks < num_to_mask[:, None])
 
     return input_ids.masked_fill(to_mask, vocabulary.mask_token_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Samplers of the other random choices of pre-training and retrieval training: kept patches, ITM pairs, negatives
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sample_patch_keep_indices(
+    batch_size: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None, device=None
+) -> torch.LongTensor:
+    """MAE-style random patch subset per sample, shared by every frame of a clip (tube masking, spec §1.2).
+
+    `int(N * (1 - ratio))` patches are kept, with the reference's float rounding (`1 - 0.8 = 0.19999…`, so 25 patches
+    keep 4). Indices stay in random order, as in the reference; frame-CLS outputs do not depend on the order.
+    """
+    num_keep = int(num_patches * (1 - mask_ratio))
+    if num_keep < 1:
+        raise ValueError(f"mask_ratio={mask_ratio} keeps no patch out of {num_patches}.")
+    noise = torch.rand(batch_size, num_patches, generator=generator, device=generator.device if generator else device)
+    return noise.argsort(dim=1)[:, :num_keep].to(device)
+
+
+def sample_itm_labels(
+    batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.LongTensor:
+    """spec §2.2: `batch_size // 2` positives (1), the rest negatives (0), in random order."""
+    order = torch.randperm(batch_size, generator=generator, device=generator.device if generator else device)
+    return (order < batch_size // 2).long().to(device)
+
+
+def sample_itm_negatives(
+    batch_size: int,
+    similarity: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> torch.LongTensor:
+    """For each text, the index of another image of the batch to pair it with; never its own.
+
+    Without `similarity`, uniform over the other images, drawn independently per text (the reference draws a
+    uniformly random dataset image, spec §2.2). With a `(batch, batch)` text-to-image `similarity` (logits), drawn
+    from its softmax over the other images: ALBEF-style hard negatives.
+    """
+    if batch_size < 2:
+        raise ValueError(
+            f"ITM negatives are other images of the batch, so ITM needs at least 2 samples, got {batch_size}."
+        )
+    rng_device = generator.device if generator else device
+    if similarity is None:
+        offsets = torch.randint(1, batch_size, (batch_size,), generator=generator, device=rng_device)
+        return ((torch.arange(batch_size, device=rng_device) + offsets) % batch_size).to(device)
+    own = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
+    weights = similarity.float().masked_fill(own, float("-inf")).softmax(dim=1)
+    return torch.multinomial(weights.to(rng_device), 1, generator=generator).squeeze(1).to(device)
+
+
+def sample_negative_text_indices(
+    batch_size: int, num_negatives: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.LongTensor:
+    """For each row of the batch, `min(num_negatives, batch_size - 1)` distinct other rows, uniformly at random.
+
+    The reference draws its 15 negative texts at random from the whole dataset (spec §3.1); in-batch negatives need
+    no extra text encodings. A batch smaller than `num_negatives + 1` yields fewer negatives.
+    """
+    if batch_size < 2:
+        raise ValueError(
+            f"Retrieval negatives are other texts of the batch, so the batch needs 2 samples, got {batch_size}."
+        )
+    num_negatives = min(num_negatives, batch_size - 1)
+    noise = torch.rand(batch_size, batch_size, generator=generator, device=generator.device if generator else device)
+    noise.fill_diagonal_(2.0)  # above every uniform draw: a row's own text sorts last and is never picked
+    return noise.argsort(dim=1)[:, :num_negatives].to(device)
+
+
+__all__ = [
+    "MaskingVocabulary",
+    "mask_tokens_for_mlm",
+    "mask_tokens_for_mlsc",
+    "sample_itm_labels",
+    "sample_itm_negatives",
+    "sample_negative_text_indices",
+    "sample_patch_keep_indices",
+]

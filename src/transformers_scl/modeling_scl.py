@@ -1,8 +1,16 @@
 """PyTorch SCL model: a video-capable CLIP vision tower, a RoBERTa text tower and METER-style co-attention fusion.
 
-The file reads in the order data flows: outputs, vision tower (embeddings, frame attention, layers), fusion
-(attention, cross layers, poolers), shared heads, the pre-trained base class, the base model, then task heads.
-Facts cite `SCL_SPEC.md` sections (the original implementation's behaviour).
+The file reads in the order data flows: outputs, vision tower (embeddings, frame attention, layers, encoder), fusion
+(attention, cross layers, the fusion encoder, poolers), shared heads, the pre-trained base class, the base model, then
+task heads. Faster routes through the fusion layers for tasks that read part of its output live in
+`fusion_planning.py`. Facts cite `spec §N` sections (the original implementation's behaviour).
+
+`torch.compile(model, fullgraph=True)` traces `SCLModel` (images and videos) and the pre-training step, forward and
+backward (`modeling_tests/test_compile.py`). Checks that read tensor values (index ranges) run in eager mode only.
+Known limits: the pre-training MLM logits are gathered at the masked tokens, a value-dependent shape that needs
+`torch._dynamo.config.capture_dynamic_output_shape_ops = True`; the random draws a forward makes when ITM labels,
+negatives or kept patches are not given (with a `torch.Generator`) are not covered by the tests: give them from the
+collator for a full graph.
 """
 
 import math
@@ -16,13 +24,27 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPooling,
+    ModelOutput,
+    SequenceClassifierOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import logging
-from transformers.utils.generic import can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_scl import SCLConfig, SCLVisionConfig
+from .fusion_planning import GRAD, NO_GRAD, FusedPass, FusionPass, fuse_passes, pooled_fusion
 from .losses import NORM_EPS, contrastive_labels, image_text_contrastive_loss, semantic_completion_loss
+from .masking import (  # the samplers live with the masks; imported here for the heads (and old imports)
+    sample_itm_labels,
+    sample_itm_negatives,
+    sample_negative_text_indices,
+    sample_patch_keep_indices,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -70,11 +92,18 @@ class SCLModelOutput(ModelOutput):
         passed back as `image_embeds` (with `num_frames`) to skip the vision tower.
     patch_keep_indices (`torch.LongTensor`, *optional*):
         Patches kept when the image was patch-dropped.
-    hidden_states (`tuple`, *optional*):
-        Four tuples: text tower, vision tower, text fusion stream, image fusion stream (each starting with its input).
-    attentions (`tuple`, *optional*):
-        Six tuples: text tower, vision tower (frame-local), text fusion self, text fusion cross, image fusion self,
-        image fusion cross.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The fusion streams' states, flat: the text stream's input and each text layer's output
+        (`num_fusion_layers + 1` tensors of shape `(batch_size, text_length, hidden_size)`), then the same for the
+        image stream. The towers' own hidden states are in `text_model_output` / `vision_model_output`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The fusion layers' attention weights, flat, `num_fusion_layers` each of: text self-attention, text
+        cross-attention (to the image), image self-attention, image cross-attention (to the text).
+    text_model_output ([`~modeling_outputs.BaseModelOutput`], *optional*):
+        The text tower's output (with its `hidden_states` / `attentions` when asked); `None` when `text_embeds` were
+        given.
+    vision_model_output ([`SCLVisionModelOutput`], *optional*):
+        The vision tower's output; `None` when `image_embeds` were given.
     """
 
     text_features: torch.FloatTensor | None = None
@@ -83,8 +112,151 @@ class SCLModelOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     patch_keep_indices: torch.LongTensor | None = None
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_model_output: ModelOutput | None = None
+    vision_model_output: ModelOutput | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(self[key].to_tuple() if key.endswith("_model_output") else self[key] for key in self.keys())
+
+
+@dataclass
+class SCLFusionOutput(ModelOutput):
+    r"""
+    text_features (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`):
+        Output of the last text co-attention layer.
+    image_features (`torch.FloatTensor` of shape `(batch_size, image_length, hidden_size)`):
+        Output of the last image co-attention layer.
+    hidden_states / attentions:
+        As in [`SCLModelOutput`].
+    """
+
+    text_features: torch.FloatTensor | None = None
+    image_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SCLLosses(ModelOutput):
+    r"""
+    The terms of the pre-training loss, each already multiplied by its `config.<name>_weight` (so `loss` is their
+    sum, and `itc` carries the reference's 0.5 as its logs do); `None` for an objective that is switched off.
+
+    mlm (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked language modeling on the fused text (spec §2.1).
+    itm (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text matching, half of the pairs negative (spec §2.2).
+    itc (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text contrastive, both directions summed (spec §2.3).
+    mvsc (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked vision semantic completion (spec §2.4).
+    mlsc (`torch.FloatTensor` of shape `()`, *optional*):
+        Masked language semantic completion (spec §2.4).
+    """
+
+    mlm: torch.FloatTensor | None = None
+    itm: torch.FloatTensor | None = None
+    itc: torch.FloatTensor | None = None
+    mvsc: torch.FloatTensor | None = None
+    mlsc: torch.FloatTensor | None = None
+
+
+@dataclass
+class SCLForPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Weighted sum of the enabled objectives.
+    loss_info ([`SCLLosses`], *optional*, returned when `return_loss=True`):
+        The weighted terms of `loss`.
+    mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`, *optional*):
+        MLM scores at the positions where `mlm_labels != -100`, in row-major order (the head is not run elsewhere).
+    itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
+        ITM scores of each text with its own image (label 1) or with a negative image (label 0).
+    itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        The ITM labels used (given or sampled).
+    itc_logits_per_text (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
+        Cosine similarity / `itc_temperature` of each local text with every image gathered from all ranks.
+    itc_logits_per_image (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
+        The same for each local image against every text.
+    mlm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        Fraction of masked tokens predicted exactly (for logging, no gradient).
+    itm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        Fraction of ITM pairs classified correctly (for logging, no gradient).
+    itc_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
+        In-batch retrieval R@1 over the gathered batch, the mean of text→image and image→text (for logging).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_info: SCLLosses | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+    itm_labels: torch.LongTensor | None = None
+    itc_logits_per_text: torch.FloatTensor | None = None
+    itc_logits_per_image: torch.FloatTensor | None = None
+    mlm_accuracy: torch.FloatTensor | None = None
+    itm_accuracy: torch.FloatTensor | None = None
+    itc_accuracy: torch.FloatTensor | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(self[key].to_tuple() if key == "loss_info" else self[key] for key in self.keys())
+
+
+@dataclass
+class SCLImageTextRetrievalOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        `rank_loss + config.itc_weight * itc_loss` (spec §3.1).
+    rank_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Cross-entropy of each image's rank scores, its own text being the target.
+    itc_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Image–text contrastive loss over the batch gathered from every rank (unweighted; spec §2.3).
+    logits (`torch.FloatTensor` of shape `(batch_size, 1 + num_negatives)`):
+        Rank-head score of each image with its candidate texts: its own text (column 0), then its negatives.
+    logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        ITC cosine similarity / `itc_temperature` of every local image with every local text.
+    logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+        Transpose of `logits_per_image`.
+    itc_text_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
+        L2-normalised ITC text embeddings.
+    itc_image_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
+        L2-normalised ITC image (or video) embeddings.
+    negative_text_indices (`torch.LongTensor` of shape `(batch_size, num_negatives)`, *optional*):
+        Batch index of each image's negative texts (given or sampled).
+    """
+
+    loss: torch.FloatTensor | None = None
+    rank_loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    itc_text_embeds: torch.FloatTensor | None = None
+    itc_image_embeds: torch.FloatTensor | None = None
+    negative_text_indices: torch.LongTensor | None = None
+
+
+@dataclass
+class SCLContrastiveOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        CLIP-style contrastive loss: image `i` matches text `i` (spec §2.3, both directions averaged).
+    logits_per_image (`torch.FloatTensor` of shape `(num_images, num_texts)`):
+        ITC cosine similarity / `itc_temperature` of every image (or video) with every text.
+    logits_per_text (`torch.FloatTensor` of shape `(num_texts, num_images)`):
+        Transpose of `logits_per_image`.
+    itc_text_embeds (`torch.FloatTensor` of shape `(num_texts, itc_projection_dim)`):
+        L2-normalised ITC text embeddings.
+    itc_image_embeds (`torch.FloatTensor` of shape `(num_images, itc_projection_dim)`):
+        L2-normalised ITC image (or video) embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    itc_text_embeds: torch.FloatTensor | None = None
+    itc_image_embeds: torch.FloatTensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -118,30 +290,41 @@ def _attention_interface(config) -> Callable:
     return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
 
+def check_index_range(indices: torch.Tensor, upper: int, name: str, what: str = ""):
+    """Raise a clear error if `indices` leave `[0, upper)`.
+
+    Reading the values forces a host sync and breaks `torch.compile(fullgraph=True)`, so the check runs in eager mode
+    only; under compilation an out-of-range index fails in the indexing kernel instead.
+    """
+    if torch.compiler.is_compiling() or not indices.numel():
+        return
+    if indices.min() < 0 or indices.max() >= upper:
+        raise ValueError(f"`{name}` must lie in [0, {upper}){what}.")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Vision tower (spec §1.2)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def frames_to_sequence(frames: torch.Tensor) -> torch.Tensor:
-    """`(B, F, T, D)` frame-major tokens → `(B, F*T, D)` ordered `[CLS_1 … CLS_F, patches_1 … patches_F]`."""
-    batch_size, _, _, dim = frames.shape
+    """`(B, F, T, D)` frame-major tokens → `(B, F*T, D)` ordered `[CLS_1 … CLS_F, patches_1 … patches_F]`.
+
+    A view for one frame (images), where both orders agree."""
+    batch_size, num_frames, _, dim = frames.shape
+    if num_frames == 1:
+        return frames.flatten(1, 2)
     return torch.cat([frames[:, :, 0], frames[:, :, 1:].reshape(batch_size, -1, dim)], dim=1)
 
 
-def sample_patch_keep_indices(
-    batch_size: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None, device=None
-) -> torch.LongTensor:
-    """MAE-style random patch subset per sample, shared by every frame of a clip (tube masking, spec §1.2).
-
-    `int(N * (1 - ratio))` patches are kept, with the reference's float rounding (`1 - 0.8 = 0.19999…`, so 25 patches
-    keep 4). Indices stay in random order, as in the reference; frame-CLS outputs do not depend on the order.
-    """
-    num_keep = int(num_patches * (1 - mask_ratio))
-    if num_keep < 1:
-        raise ValueError(f"mask_ratio={mask_ratio} keeps no patch out of {num_patches}.")
-    noise = torch.rand(batch_size, num_patches, generator=generator, device=generator.device if generator else device)
-    return noise.argsort(dim=1)[:, :num_keep].to(device)
+def sequence_to_frames(sequence: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Inverse of `frames_to_sequence`: `(B, F*T, D)` → `(B, F, T, D)`."""
+    batch_size, length, dim = sequence.shape
+    if num_frames == 1:
+        return sequence.unsqueeze(1)
+    cls = sequence[:, :num_frames, None]
+    patches = sequence[:, num_frames:].reshape(batch_size, num_frames, length // num_frames - 1, dim)
+    return torch.cat([cls, patches], dim=2)
 
 
 class SCLVisionEmbeddings(nn.Module):
@@ -227,7 +410,11 @@ class SCLVisionAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, num_frames: int = 1, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states`: `(B, F*T, D)` in the tower's `[frame CLS…, patches…]` order."""
+        hidden_states = sequence_to_frames(hidden_states, num_frames)
         batch_size, num_frames, seq_len, dim = hidden_states.shape
         heads_shape = (batch_size * num_frames, seq_len, self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(heads_shape).transpose(1, 2)
@@ -259,7 +446,7 @@ class SCLVisionAttention(nn.Module):
             )
             cls_output = cls_output.reshape(batch_size, num_frames, 1, dim)
             output = torch.cat([cls_output, output[:, :, 1:]], dim=2)
-        return self.out_proj(output), weights
+        return self.out_proj(frames_to_sequence(output)), weights
 
 
 class SCLVisionMLP(nn.Module):
@@ -274,7 +461,7 @@ class SCLVisionMLP(nn.Module):
 
 
 class SCLVisionEncoderLayer(GradientCheckpointingLayer):
-    """CLIP's pre-LN residual block, on frame-major `(B, F, T, D)` tokens."""
+    """CLIP's pre-LN residual block; tokens in the tower's `(B, F*T, D)` `[frame CLS…, patches…]` order."""
 
     def __init__(self, config: SCLVisionConfig):
         super().__init__()
@@ -283,8 +470,10 @@ class SCLVisionEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SCLVisionMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
+    def forward(
+        self, hidden_states: torch.Tensor, num_frames: int = 1, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), num_frames, **kwargs)
         hidden_states = hidden_states + attn_output
         hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
         return hidden_states, attn_weights
@@ -294,6 +483,11 @@ class SCLVisionEncoder(nn.Module):
     def __init__(self, config: SCLVisionConfig):
         super().__init__()
         self.layers = nn.ModuleList([SCLVisionEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1, **kwargs) -> BaseModelOutput:
+        for layer in self.layers:
+            hidden_states, _ = layer(hidden_states, num_frames, **kwargs)
+        return BaseModelOutput(last_hidden_state=hidden_states)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -316,17 +510,16 @@ class SCLFusionAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Key and value projections of `source` `(batch, tokens, hidden)`, before the split into heads."""
-        return self.key(source), self.value(source)
-
     def _heads(self, states: torch.Tensor) -> torch.Tensor:
         return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, key=None, value=None, **kwargs):
-        """`key` / `value`: precomputed by `key_value` (e.g. once per image for many pairs) instead of projecting."""
-        if key is None:
-            key, value = self.key_value(hidden_states if encoder_hidden_states is None else encoder_hidden_states)
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, encoder_index=None, **kwargs):
+        """`encoder_index` `(batch,)`: row `i` attends to row `encoder_index[i]` of the keys' source, whose rows are
+        then projected once each (several texts fused with one image)."""
+        source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        key, value = self.key(source), self.value(source)
+        if encoder_index is not None:
+            key, value = key[encoder_index], value[encoder_index]
         output, weights = _attention_interface(self.config)(
             self,
             self._heads(self.query(hidden_states)),
@@ -359,8 +552,8 @@ class SCLAttentionBlock(nn.Module):
         self.self = SCLFusionAttention(config)
         self.output = SCLResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, key=None, value=None, **kwargs):
-        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, key, value, **kwargs)
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, encoder_index=None, **kwargs):
+        context, weights = self.self(hidden_states, encoder_hidden_states, attention_mask, encoder_index, **kwargs)
         return self.output(context, hidden_states), weights
 
 
@@ -386,48 +579,90 @@ class SCLCrossLayer(GradientCheckpointingLayer):
 
     def forward(
         self,
-        hidden_states,
-        encoder_hidden_states,
-        attention_mask=None,
-        encoder_attention_mask=None,
-        self_attention_output=None,
-        encoder_key=None,
-        encoder_value=None,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         num_queries: int | None = None,
-        only: str | None = None,
+        hidden_index: torch.LongTensor | None = None,
+        encoder_index: torch.LongTensor | None = None,
         **kwargs,
-    ):
-        """
-        `num_queries`: compute the outputs of the first `num_queries` tokens only (the masks are then built for those
-        queries). They still attend to the whole stream and the whole other stream, so they equal the full layer's
-        outputs at those tokens.
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns the stream's new states and the self- and cross-attention weights.
 
-        `self_attention_output` (the self-attention block's output for every token) and `encoder_key` /
-        `encoder_value` (the cross-attention's projections of the other stream): precomputed, when they depend on one
-        modality alone and serve several pairs (see `SCLModel.precompute_image_fusion`). Passed positionally, so that
-        reentrant activation checkpointing sees them.
+        The defaults give the plain layer. The other arguments let one call serve many (text, image) pairs without
+        repeating work (see `fusion_planning.py`); the outputs equal the plain layer's at the rows and tokens they keep:
 
-        `only` computes one of those parts instead of the layer: `"self_attention"` returns the self-attention block's
-        `(output, weights)`, `"encoder_key_value"` the cross-attention's `(key, value)` of `encoder_hidden_states`.
-        They go through `forward` so that FSDP gathers the layer's weights and activation checkpointing covers them.
+        num_queries: outputs for the first `num_queries` tokens only (the masks are then built for those queries);
+            they still attend to every token of both streams.
+        hidden_index: `(pairs,)` rows of `hidden_states` each output row continues: the self-attention runs once per
+            row of `hidden_states`, then is repeated for the pairs (one image, several texts).
+        encoder_index: `(pairs,)` rows of `encoder_hidden_states` each pair attends to: their keys and values are
+            projected once per row.
         """
-        if only not in (None, "self_attention", "encoder_key_value"):
-            raise ValueError(f"`only` must be None, 'self_attention' or 'encoder_key_value', got {only!r}.")
-        if only == "encoder_key_value":
-            # A linear layer's 3-d output is a view, which FSDP2 warns about in a unit's outputs; the copy is small.
-            return tuple(t.clone() for t in self.crossattention.self.key_value(encoder_hidden_states))
-        if self_attention_output is None:
-            queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
-            hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
-            if only == "self_attention":
-                return hidden_states, self_weights
-        else:
-            hidden_states, self_weights = self_attention_output[:, :num_queries], None
+        queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
+        hidden_states, self_weights = self.attention(queries, hidden_states, attention_mask, **kwargs)
+        if hidden_index is not None:
+            hidden_states = hidden_states[hidden_index]
+            self_weights = None if self_weights is None else self_weights[hidden_index]
         hidden_states, cross_weights = self.crossattention(
-            hidden_states, encoder_hidden_states, encoder_attention_mask, encoder_key, encoder_value, **kwargs
+            hidden_states, encoder_hidden_states, encoder_attention_mask, encoder_index, **kwargs
         )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_weights, cross_weights
+
+
+class SCLFusionEncoder(nn.Module):
+    """The 6+6 co-attention layers (spec §1.4): both streams update in parallel from the previous layer's outputs.
+
+    Text padding is masked in the text self-attention and in the image cross-attention; the image is never padded.
+    """
+
+    def __init__(self, config: SCLConfig):
+        super().__init__()
+        self.config = config
+        self.text_layers = nn.ModuleList([SCLCrossLayer(config) for _ in range(config.num_fusion_layers)])
+        self.image_layers = nn.ModuleList([SCLCrossLayer(config) for _ in range(config.num_fusion_layers)])
+
+    def masks(self, text, image, attention_mask, num_text_queries=None, num_image_queries=None):
+        """The text self-attention mask and the image-to-text cross-attention mask in the attention backend's format.
+
+        `num_*_queries`: masks for the first tokens of a stream only (a last layer run at the CLS tokens).
+        """
+        if num_text_queries is None:
+            text_mask = create_bidirectional_mask(self.config, text, attention_mask)
+        else:
+            queries = text[:, :num_text_queries]
+            text_mask = create_bidirectional_mask(self.config, queries, attention_mask, encoder_hidden_states=text)
+        image_queries = image if num_image_queries is None else image[:, :num_image_queries]
+        image_mask = create_bidirectional_mask(self.config, image_queries, attention_mask, encoder_hidden_states=text)
+        return text_mask, image_mask
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> SCLFusionOutput:
+        text_mask, image_mask = self.masks(text, image, attention_mask)
+        text_states, image_states, weights = [text], [image], []
+        for text_layer, image_layer in zip(self.text_layers, self.image_layers):
+            new_text, text_self, text_cross = text_layer(text, image, text_mask, None, **kwargs)
+            image, image_self, image_cross = image_layer(image, text, None, image_mask, **kwargs)
+            text = new_text
+            text_states.append(text)
+            image_states.append(image)
+            weights.append((text_self, text_cross, image_self, image_cross))
+        return SCLFusionOutput(
+            text_features=text,
+            image_features=image,
+            # Two streams: transformers' output recorder keeps one list per key, so the streams are collected here.
+            hidden_states=tuple(text_states + image_states) if output_hidden_states else None,
+            attentions=tuple(w for kind in zip(*weights) for w in kind) if output_attentions else None,
+        )
 
 
 class SCLPooler(nn.Module):
@@ -510,17 +745,25 @@ class SCLPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         # spec §1.1: new modules get N(0, 0.02) weights, zero biases, unit LayerNorms (`objectives.init_weights`).
         super()._init_weights(module)
-        std = self.config.initializer_range
         if isinstance(module, SCLVisionEmbeddings):
-            init.normal_(module.class_embedding, std=module.class_embedding.shape[-1] ** -0.5)
-            init.normal_(module.position_embedding.weight, std=std)
-            init.normal_(module.patch_embedding.weight, std=std)
+            factor = module.config.initializer_factor  # CLIP's scale of the vision embeddings' init
+            init.normal_(module.class_embedding, std=module.class_embedding.shape[-1] ** -0.5 * factor)
+            init.normal_(module.position_embedding.weight, std=module.config.initializer_range * factor)
+            init.normal_(module.patch_embedding.weight, std=module.config.initializer_range * factor)
             # Zero temporal rows: a CLIP-initialised tower then starts as plain CLIP for images and videos.
             init.zeros_(module.temporal_embedding)
         elif isinstance(module, SCLMLMHead):
             init.zeros_(module.bias)
         elif hasattr(module, "itc_temperature"):
             init.constant_(module.itc_temperature, self.config.itc_temperature_init)
+
+    def output_flags(self, output_attentions, output_hidden_states) -> tuple:
+        """`output_attentions` / `output_hidden_states`, the config's where not given."""
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return output_attentions, output_hidden_states
 
     @classmethod
     def from_vision_text_pretrained(
@@ -541,17 +784,6 @@ class SCLPreTrainedModel(PreTrainedModel):
             cls, vision_model_name_or_path, text_model_name_or_path, image_size, output_loading_info, **config_kwargs
         )
 
-    @classmethod
-    def _load_pretrained_model(cls, model, state_dict, checkpoint_files, load_config):
-        # The hook between loading and finalisation (transformers 5.2x, called by `from_pretrained`). Two checkpoint
-        # shapes that load here are still size mismatches, which finalisation would turn into an error or a random
-        # re-initialisation: a token-type table with fewer rows (NLVR2 grows 2 to 3) and a 0-d `itc_temperature`.
-        loading_info, disk_offload_index = super()._load_pretrained_model(
-            model, state_dict, checkpoint_files, load_config
-        )
-        _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files)
-        _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files)
-        return loading_info, disk_offload_index
 
 
 class SCLVisionModel(SCLPreTrainedModel):
@@ -565,6 +797,10 @@ class SCLVisionModel(SCLPreTrainedModel):
     base_model_prefix = "vision_model"
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
+    _can_record_outputs = {
+        "hidden_states": SCLVisionEncoderLayer,
+        "attentions": OutputRecorder(SCLVisionAttention, index=1),
+    }
 
     def __init__(self, config: SCLVisionConfig):
         super().__init__(config)
@@ -612,7 +848,8 @@ class SCLVisionModel(SCLPreTrainedModel):
             )
         return video
 
-    @can_return_tuple
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -621,55 +858,41 @@ class SCLVisionModel(SCLPreTrainedModel):
         patch_keep_indices: torch.LongTensor | None = None,
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SCLVisionModelOutput:
         r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images (an image is a 1-frame video).
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
+            Videos, at most `max_frames` frames.
         patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
             Explicit patch positions to keep in every frame (patch dropping).
         mask_ratio (`float`, *optional*):
             Drop this fraction of patches, sampled with `generator` (SCL uses 0.8, spec §1.2). Ignored if
             `patch_keep_indices` is given.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
         video = self._as_video(pixel_values, pixel_values_videos)
         batch_size, num_frames, _, height, width = video.shape
-        num_patches = (height // self.config.patch_size) * (width // self.config.patch_size)
         if patch_keep_indices is None and mask_ratio:
+            num_patches = (height // self.config.patch_size) * (width // self.config.patch_size)
             patch_keep_indices = sample_patch_keep_indices(
                 batch_size, num_patches, mask_ratio, generator=generator, device=video.device
             )
+        if patch_keep_indices is not None and (
+            patch_keep_indices.dim() != 2 or patch_keep_indices.shape[0] != batch_size
+        ):
+            raise ValueError(
+                f"`patch_keep_indices` must be (batch={batch_size}, kept), got {tuple(patch_keep_indices.shape)}."
+            )
         if patch_keep_indices is not None:
-            if patch_keep_indices.dim() != 2 or patch_keep_indices.shape[0] != batch_size:
-                raise ValueError(
-                    f"`patch_keep_indices` must be (batch={batch_size}, kept), got {tuple(patch_keep_indices.shape)}."
-                )
-            if patch_keep_indices.numel() and (
-                patch_keep_indices.min() < 0 or patch_keep_indices.max() >= num_patches
-            ):
-                raise ValueError(f"`patch_keep_indices` must lie in [0, {num_patches}).")
+            num_patches = (height // self.config.patch_size) * (width // self.config.patch_size)
+            check_index_range(patch_keep_indices, num_patches, "patch_keep_indices")
 
         hidden_states = self.embeddings(video, interpolate_pos_encoding, patch_keep_indices)
-        hidden_states = self.pre_layrnorm(hidden_states)
-        all_hidden_states = (frames_to_sequence(hidden_states),) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for layer in self.encoder.layers:
-            hidden_states, weights = layer(hidden_states, **kwargs)
-            if output_hidden_states:
-                all_hidden_states += (frames_to_sequence(hidden_states),)
-            if output_attentions:
-                all_attentions += (weights,)
-        last_hidden_state = frames_to_sequence(self.post_layernorm(hidden_states))
+        hidden_states = self.pre_layrnorm(frames_to_sequence(hidden_states))
+        hidden_states = self.encoder(hidden_states, num_frames, **kwargs).last_hidden_state
         return SCLVisionModelOutput(
-            last_hidden_state=last_hidden_state,
-            patch_keep_indices=patch_keep_indices,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            last_hidden_state=self.post_layernorm(hidden_states), patch_keep_indices=patch_keep_indices
         )
 
 
@@ -678,29 +901,11 @@ class SCLVisionModel(SCLPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SCLImageFusionCache:
-    """The first fusion layer's work that depends on the image alone (see [`SCLModel.precompute_image_fusion`]).
-
-    `image` is the image stream's input (`image_embeds` plus its token type); `self_attention_output` the output of
-    the image stream's first self-attention block; `key` / `value` the text stream's first cross-attention key and
-    value projections of the image, `(images, tokens, hidden)`.
-    """
-
-    image_embeds: torch.Tensor
-    image_token_type_idx: int
-    image: torch.Tensor
-    self_attention_output: torch.Tensor | None
-    self_attention_weights: torch.Tensor | None
-    key: torch.Tensor
-    value: torch.Tensor
-
-
 class SCLModel(SCLPreTrainedModel):
     """SCL two-tower encoder with co-attention fusion (spec §1.1, §1.4).
 
-    `forward` runs towers and fusion; `encode_text`, `encode_image` and `fuse` expose the three stages so that
-    pre-training and retrieval can encode each input once and fuse it many times.
+    `forward` encodes the text, encodes the image or video, fuses and pools. `encode_text`, `encode_image` and `fuse`
+    expose the stages, so that a task can encode each input once and fuse it many times.
     """
 
     def __init__(self, config: SCLConfig):
@@ -710,8 +915,12 @@ class SCLModel(SCLPreTrainedModel):
         self.cross_modal_text_transform = nn.Linear(config.text_config.hidden_size, config.hidden_size)
         self.cross_modal_image_transform = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.num_token_types, config.hidden_size)
-        self.cross_modal_text_layers = nn.ModuleList([SCLCrossLayer(config) for _ in range(config.num_fusion_layers)])
-        self.cross_modal_image_layers = nn.ModuleList([SCLCrossLayer(config) for _ in range(config.num_fusion_layers)])
+        fusion = SCLFusionEncoder(config)
+        # The encoder runs the layers; SCLModel registers them under the reference checkpoints' names
+        # (`cross_modal_text_layers.N…`, spec §5), so the encoder itself is kept out of the module tree.
+        self.cross_modal_text_layers = fusion.text_layers
+        self.cross_modal_image_layers = fusion.image_layers
+        object.__setattr__(self, "fusion", fusion)
         self.cross_modal_text_pooler = SCLPooler(config)
         self.cross_modal_image_pooler = SCLPooler(config)
         self.post_init()
@@ -722,7 +931,7 @@ class SCLModel(SCLPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.text_model.set_input_embeddings(value)
 
-    # -- stage 1: unimodal towers ------------------------------------------------------------------------------------
+    # -- the stages ---------------------------------------------------------------------------------------------------
 
     def encode_text(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
@@ -730,9 +939,7 @@ class SCLModel(SCLPreTrainedModel):
         """RoBERTa, then `cross_modal_text_transform`: returns `(text_embeds (B, L, H), tower output)`."""
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be (batch, length), got {tuple(input_ids.shape)}.")
-        vocab_size = self.config.text_config.vocab_size
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
-            raise ValueError(f"`input_ids` contain ids outside the vocabulary [0, {vocab_size}).")
+        check_index_range(input_ids, self.config.text_config.vocab_size, "input_ids", ": ids outside the vocabulary")
         outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         return self.cross_modal_text_transform(outputs.last_hidden_state), outputs
 
@@ -750,7 +957,27 @@ class SCLModel(SCLPreTrainedModel):
         outputs = self.vision_model(pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, **kwargs)
         return self.cross_modal_image_transform(outputs.last_hidden_state), outputs
 
-    # -- stage 2: fusion ---------------------------------------------------------------------------------------------
+    def fusion_inputs(
+        self, text_embeds: torch.Tensor, image_embeds: torch.Tensor, image_token_type_idx: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The streams' inputs: the unimodal embeddings plus their token-type rows (0 for text)."""
+        if not 0 <= image_token_type_idx < self.config.num_token_types:
+            raise ValueError(
+                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
+                f"{self.config.num_token_types} rows."
+            )
+        token_types = self.token_type_embeddings.weight
+        return text_embeds + token_types[0], image_embeds + token_types[image_token_type_idx]
+
+    def pool(self, text_features: torch.Tensor, image_features: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        """`pooler_output`: text pooler on the text CLS ‖ image pooler on the mean of the frame CLS (spec §1.4)."""
+        return torch.cat(
+            [
+                self.cross_modal_text_pooler(text_features),
+                self.cross_modal_image_pooler(image_features, num_tokens=num_frames),
+            ],
+            dim=-1,
+        )
 
     def fuse(
         self,
@@ -759,226 +986,39 @@ class SCLModel(SCLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         num_frames: int = 1,
         image_token_type_idx: int = 1,
-        final_text_layer: str = "grad",
-        final_image_layer: str = "grad",
-        pooler_only: bool = False,
-        image_index: torch.LongTensor | None = None,
-        image_cache: SCLImageFusionCache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
     ) -> SCLModelOutput:
-        r"""Co-attention fusion of unimodal embeddings (spec §1.4).
+        r"""Co-attention fusion of unimodal embeddings (spec §1.4) and pooling.
 
-        Both streams update in parallel from the previous layer's outputs. `final_text_layer` / `final_image_layer`
-        choose how the last layer of a stream runs: `"grad"` (normally), `"no_grad"` (its output is only a
-        stop-gradient target, so it needs no autograd graph) or `"skip"` (its output is unused, e.g. the image stream
-        of an MLM pass); skipping either stream leaves `pooler_output` as `None`.
-
-        `pooler_only=True` runs the last layer for the tokens `pooler_output` reads only: the text CLS and the
-        `num_frames` frame CLS tokens (ITM, VQA, NLVR2, retrieval scores, the completion targets). They still attend
-        to every token of both streams, so their features equal the full layer's; `text_features` is then
-        `(batch, 1, hidden)` and `image_features` `(batch, num_frames, hidden)`. Every earlier layer runs in full,
-        since the last layer's keys and values span both streams. This saves about 3/4 of the last layer (its
-        queries, output projections and feed-forward; not its key and value projections).
-
-        `image_index` `(batch,)` pairs text row i with image row `image_index[i]`, for many texts per image (retrieval
-        candidates): `image_embeds` then holds each image once. The same as passing `image_embeds[image_index]`, but
-        what depends on the image alone — the first layer's image self-attention and the image keys and values of
-        the text stream's first cross-attention — runs once per image instead of once per pair.
-
-        `image_cache` (from `precompute_image_fusion(image_embeds)`) shares that work across `fuse` calls as well.
+        `text_embeds` `(B, L, H)` and `image_embeds` `(B, F(1+N), H)` are the `text_embeds` / `image_embeds` of an
+        earlier output (or of `encode_text` / `encode_image`); `attention_mask` `(B, L)` masks the text padding.
         """
         if text_embeds.dim() != 3 or image_embeds.dim() != 3:
             raise ValueError(
                 f"`text_embeds` and `image_embeds` must be (batch, length, hidden); got {tuple(text_embeds.shape)} "
                 f"and {tuple(image_embeds.shape)}."
             )
-        if image_index is not None:
-            if image_index.shape != text_embeds.shape[:1]:
-                raise ValueError(
-                    f"`image_index` must be (batch,) = ({text_embeds.shape[0]},), one image row per text row; got "
-                    f"{tuple(image_index.shape)}."
-                )
-            if image_index.numel() and (image_index.min() < 0 or image_index.max() >= image_embeds.shape[0]):
-                raise ValueError(f"`image_index` must hold rows of `image_embeds`, in [0, {image_embeds.shape[0]}).")
-        elif text_embeds.shape[0] != image_embeds.shape[0]:
+        if text_embeds.shape[0] != image_embeds.shape[0]:
             raise ValueError(f"Batch sizes differ: text {text_embeds.shape[0]}, image {image_embeds.shape[0]}.")
         if not 1 <= num_frames <= image_embeds.shape[1]:
             raise ValueError(f"num_frames={num_frames} is invalid for {image_embeds.shape[1]} image tokens.")
-        self._check_image_token_type(image_token_type_idx)
         if attention_mask is not None and attention_mask.shape != text_embeds.shape[:2]:
             raise ValueError(
                 f"`attention_mask` {tuple(attention_mask.shape)} does not match the text {tuple(text_embeds.shape[:2])}."
             )
-        if image_cache is not None:
-            if image_cache.image_embeds is not image_embeds:
-                raise ValueError(
-                    "`image_cache` was built from other `image_embeds`; pass the tensor it was built from."
-                )
-            if image_cache.image_token_type_idx != image_token_type_idx:
-                raise ValueError(
-                    f"`image_cache` was built with image_token_type_idx={image_cache.image_token_type_idx}, not "
-                    f"{image_token_type_idx}."
-                )
-        token_types = self.token_type_embeddings.weight
-        text = text_embeds + token_types[0]
-        image = image_embeds + token_types[image_token_type_idx] if image_cache is None else image_cache.image
-        last = len(self.cross_modal_text_layers) - 1
-
-        # The image is never padded; only text padding is masked (in text self-attention and image cross-attention).
-        text_mask = create_bidirectional_mask(self.config, text, attention_mask)
-        image_to_text_mask = create_bidirectional_mask(self.config, image, attention_mask, encoder_hidden_states=text)
-        # The last layer's masks have rows for its queries only (every backend's mask format is built for them).
-        final_text_queries = final_image_queries = None
-        final_text_mask, final_image_to_text_mask = text_mask, image_to_text_mask
-        # torch's compiled CPU flex-attention kernel fails ("index out of bounds ... cur_qSplitSize") once it has been
-        # recompiled for dynamic shapes and gets fewer queries than keys; there the full last layer runs and is sliced.
-        query_subset = pooler_only and not (
-            self.config._attn_implementation == "flex_attention" and text.device.type == "cpu"
-        )
-        if query_subset:
-            final_text_queries, final_image_queries = 1, num_frames
-            final_text_mask = create_bidirectional_mask(
-                self.config, text[:, :1], attention_mask, encoder_hidden_states=text
-            )
-            final_image_to_text_mask = create_bidirectional_mask(
-                self.config, image[:, :num_frames], attention_mask, encoder_hidden_states=text
-            )
-
-        # Many texts per image: what the first layer computes from the image alone runs once per image.
-        if image_cache is None and image_index is not None:
-            first_queries = final_image_queries if last == 0 else None
-            skip_self_attention = last == 0 and final_image_layer == "skip"
-            image_cache = self._image_fusion_cache(
-                image_embeds, image, image_token_type_idx, first_queries, skip_self_attention, **kwargs
-            )
-        pairs = slice(None) if image_index is None else image_index
-        text_states = (text,) if output_hidden_states else None
-        image_states = (image[pairs],) if output_hidden_states else None
-        attentions = ((), (), (), ()) if output_attentions else None
-        # (mode, mask, queries) of the text stream and of the image stream, in the middle layers and in the last one.
-        middle_layer = (("grad", text_mask, None), ("grad", image_to_text_mask, None))
-        final_layer = (
-            (final_text_layer, final_text_mask, final_text_queries),
-            (final_image_layer, final_image_to_text_mask, final_image_queries),
-        )
-        for index, (text_layer, image_layer) in enumerate(
-            zip(self.cross_modal_text_layers, self.cross_modal_image_layers)
-        ):
-            (text_mode, text_self_mask, text_queries), (image_mode, image_cross_mask, image_queries) = (
-                final_layer if index == last else middle_layer
-            )
-            # The first layer's image-only work comes from the cache, expanded to the pairs.
-            cached = (None, None, None)
-            if index == 0 and image_cache is not None:
-                cached = (image_cache.self_attention_output, image_cache.key, image_cache.value)
-                cached = tuple(None if t is None else t[pairs] for t in cached)
-            image_self_output, text_cross_key, text_cross_value = cached
-            new_text, text_self, text_cross = self._run_stream(
-                text_layer,
-                text_mode,
-                text,
-                image,
-                text_self_mask,
-                None,
-                None,
-                text_cross_key,
-                text_cross_value,
-                num_queries=text_queries,
-                **kwargs,
-            )
-            new_image, image_self, image_cross = self._run_stream(
-                image_layer,
-                image_mode,
-                image,
-                text,
-                None,
-                image_cross_mask,
-                image_self_output,
-                num_queries=image_queries,
-                **kwargs,
-            )
-            if new_image is not None and image_self_output is not None:  # the cache's weights, for these queries
-                weights = image_cache.self_attention_weights
-                image_self = None if weights is None else weights[pairs][..., :image_queries, :]
-            text, image = new_text, new_image
-            if output_hidden_states:
-                text_states += (text,)
-                image_states += (image,)
-            if output_attentions:
-                attentions = tuple(
-                    a + (w,) for a, w in zip(attentions, (text_self, text_cross, image_self, image_cross))
-                )
-
-        if pooler_only and not query_subset:
-            text = text[:, :1] if text is not None else None
-            image = image[:, :num_frames] if image is not None else None
-        pooler_output = None
-        if text is not None and image is not None:
-            pooler_output = torch.cat(
-                [self.cross_modal_text_pooler(text), self.cross_modal_image_pooler(image, num_tokens=num_frames)],
-                dim=-1,
-            )
+        text, image = self.fusion_inputs(text_embeds, image_embeds, image_token_type_idx)
+        fused = self.fusion(text, image, attention_mask, bool(output_hidden_states), output_attentions, **kwargs)
         return SCLModelOutput(
-            text_features=text,
-            image_features=image,
-            pooler_output=pooler_output,
+            text_features=fused.text_features,
+            image_features=fused.image_features,
+            pooler_output=self.pool(fused.text_features, fused.image_features, num_frames),
             text_embeds=text_embeds,
             image_embeds=image_embeds,
-            hidden_states=(text_states, image_states) if output_hidden_states else None,
-            attentions=attentions,
+            hidden_states=_select_hidden_states(fused.hidden_states, output_hidden_states),
+            attentions=fused.attentions,
         )
-
-    def _check_image_token_type(self, image_token_type_idx: int):
-        if not 0 <= image_token_type_idx < self.config.num_token_types:
-            raise ValueError(
-                f"image_token_type_idx={image_token_type_idx} but the token-type table has "
-                f"{self.config.num_token_types} rows."
-            )
-
-    @staticmethod
-    def _run_stream(layer, mode, *args, **kwargs):
-        """One stream's layer, in `mode` "grad", "no_grad" or "skip" (see `fuse`)."""
-        if mode == "skip":
-            return None, None, None
-        if mode not in ("grad", "no_grad"):
-            raise ValueError(f"Final-layer mode must be 'grad', 'no_grad' or 'skip', got {mode!r}.")
-        if mode == "no_grad":
-            with torch.no_grad():
-                return layer(*args, **kwargs)
-        return layer(*args, **kwargs)
-
-    def precompute_image_fusion(
-        self, image_embeds: torch.Tensor, image_token_type_idx: int = 1, **kwargs
-    ) -> SCLImageFusionCache:
-        """The first fusion layer's work that depends on the image alone, to pass to `fuse` as `image_cache` when the
-        same images are fused with several batches of texts (e.g. the ITM, MLM and completion passes of a
-        pre-training step): the image stream's first self-attention, and the image keys and values of the text
-        stream's first cross-attention. Within one `fuse` call, `image_index` shares the same work by itself.
-
-        Under training dropout, every pair that reads the cache shares its dropout masks.
-        """
-        if image_embeds.dim() != 3:
-            raise ValueError(f"`image_embeds` must be (batch, tokens, hidden), got {tuple(image_embeds.shape)}.")
-        self._check_image_token_type(image_token_type_idx)
-        image = image_embeds + self.token_type_embeddings.weight[image_token_type_idx]
-        return self._image_fusion_cache(image_embeds, image, image_token_type_idx, **kwargs)
-
-    def _image_fusion_cache(
-        self, image_embeds, image, image_token_type_idx, num_queries=None, skip_self_attention=False, **kwargs
-    ):
-        """For a one-layer fuse: `num_queries` runs the image self-attention for the first tokens only
-        (`pooler_only`), `skip_self_attention` not at all (the image stream's last layer is skipped)."""
-        self_output = self_weights = None
-        if not skip_self_attention:
-            self_output, self_weights = self.cross_modal_image_layers[0](
-                image, None, num_queries=num_queries, only="self_attention", **kwargs
-            )
-        key, value = self.cross_modal_text_layers[0](None, image, only="encoder_key_value")
-        return SCLImageFusionCache(image_embeds, image_token_type_idx, image, self_output, self_weights, key, value)
-
-    # -- everything at once ------------------------------------------------------------------------------------------
 
     @can_return_tuple
     def forward(
@@ -996,9 +1036,8 @@ class SCLModel(SCLPreTrainedModel):
         image_mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
         output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        output_hidden_states: bool | list[int] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SCLModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
@@ -1015,30 +1054,25 @@ class SCLModel(SCLPreTrainedModel):
             Token-type row added to the image tokens (NLVR2 uses 1 and 2).
         patch_keep_indices / image_mask_ratio / generator:
             Patch dropping of the image (see [`SCLVisionModel.forward`]).
-
-        Other keyword arguments go to [`SCLModel.fuse`], e.g. `pooler_only=True` when only `pooler_output` is read.
+        output_hidden_states (`bool` or `list[int]`, *optional*):
+            Return the fusion streams' hidden states (and the towers' in `text_model_output` / `vision_model_output`);
+            a list of indices keeps only those entries of the flat `hidden_states` (the others are `None`) and asks
+            the towers for all of theirs.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
         if (input_ids is None) == (text_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `text_embeds`.")
         if image_embeds is not None and (pixel_values is not None or pixel_values_videos is not None):
             raise ValueError("Pass either pixels or `image_embeds`, not both.")
         if image_embeds is None and pixel_values is None and pixel_values_videos is None:
             raise ValueError("Pass `pixel_values`, `pixel_values_videos` or `image_embeds`.")
+        output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
+        tower_flags = {"output_attentions": output_attentions, "output_hidden_states": bool(output_hidden_states)}
 
         text_outputs = vision_outputs = None
         if text_embeds is None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            text_embeds, text_outputs = self.encode_text(
-                input_ids,
-                attention_mask,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
+            text_embeds, text_outputs = self.encode_text(input_ids, attention_mask, **tower_flags)
         if image_embeds is None:
             image_embeds, vision_outputs = self.encode_image(
                 pixel_values,
@@ -1047,37 +1081,32 @@ class SCLModel(SCLPreTrainedModel):
                 patch_keep_indices=patch_keep_indices,
                 mask_ratio=image_mask_ratio,
                 generator=generator,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
+                **tower_flags,
             )
             num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
-        elif num_frames is None:
-            num_frames = 1
 
         outputs = self.fuse(
             text_embeds,
             image_embeds,
             attention_mask,
-            num_frames=num_frames,
+            num_frames=num_frames or 1,
             image_token_type_idx=image_token_type_idx,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             **kwargs,
         )
         outputs.patch_keep_indices = vision_outputs.patch_keep_indices if vision_outputs is not None else None
-        if output_hidden_states:
-            outputs.hidden_states = (
-                text_outputs.hidden_states if text_outputs is not None else None,
-                vision_outputs.hidden_states if vision_outputs is not None else None,
-                *outputs.hidden_states,
-            )
-        if output_attentions:
-            outputs.attentions = (
-                text_outputs.attentions if text_outputs is not None else None,
-                vision_outputs.attentions if vision_outputs is not None else None,
-                *outputs.attentions,
-            )
+        outputs.text_model_output, outputs.vision_model_output = text_outputs, vision_outputs
         return outputs
+
+
+def _select_hidden_states(hidden_states: tuple | None, selection: bool | list[int] | None) -> tuple | None:
+    """`output_hidden_states` may be a list of indices into the flat tuple: keep those, `None` elsewhere."""
+    if hidden_states is None or isinstance(selection, bool) or selection is None:
+        return hidden_states
+    selection = [selection] if isinstance(selection, int) else selection
+    kept = {index % len(hidden_states) for index in selection}
+    return tuple(state if index in kept else None for index, state in enumerate(hidden_states))
 
 
 def _vision_config_from_clip(clip_config, image_size: int, max_frames: int) -> SCLVisionConfig:
@@ -1157,104 +1186,6 @@ def resize_position_embedding(weight: torch.Tensor, new_grid: int) -> torch.Tens
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SCLLosses(ModelOutput):
-    r"""
-    The terms of the pre-training loss, each already multiplied by its `config.<name>_weight` (so `loss` is their
-    sum, and `itc` carries the reference's 0.5 as its logs do); `None` for an objective that is switched off.
-
-    mlm (`torch.FloatTensor` of shape `()`, *optional*):
-        Masked language modeling on the fused text (spec §2.1).
-    itm (`torch.FloatTensor` of shape `()`, *optional*):
-        Image–text matching, half of the pairs negative (spec §2.2).
-    itc (`torch.FloatTensor` of shape `()`, *optional*):
-        Image–text contrastive, both directions summed (spec §2.3).
-    mvsc (`torch.FloatTensor` of shape `()`, *optional*):
-        Masked vision semantic completion (spec §2.4).
-    mlsc (`torch.FloatTensor` of shape `()`, *optional*):
-        Masked language semantic completion (spec §2.4).
-    """
-
-    mlm: torch.FloatTensor | None = None
-    itm: torch.FloatTensor | None = None
-    itc: torch.FloatTensor | None = None
-    mvsc: torch.FloatTensor | None = None
-    mlsc: torch.FloatTensor | None = None
-
-
-@dataclass
-class SCLForPreTrainingOutput(ModelOutput):
-    r"""
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        Weighted sum of the enabled objectives.
-    loss_info ([`SCLLosses`], *optional*, returned when `return_loss=True`):
-        The weighted terms of `loss`.
-    mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`, *optional*):
-        MLM scores at the positions where `mlm_labels != -100`, in row-major order (the head is not run elsewhere).
-    itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
-        ITM scores of each text with its own image (label 1) or with a negative image (label 0).
-    itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-        The ITM labels used (given or sampled).
-    itc_logits_per_text (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
-        Cosine similarity / `itc_temperature` of each local text with every image gathered from all ranks.
-    itc_logits_per_image (`torch.FloatTensor` of shape `(batch_size, global_batch_size)`, *optional*):
-        The same for each local image against every text.
-    mlm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
-        Fraction of masked tokens predicted exactly (for logging, no gradient).
-    itm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
-        Fraction of ITM pairs classified correctly (for logging, no gradient).
-    itc_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
-        In-batch retrieval R@1 over the gathered batch, the mean of text→image and image→text (for logging).
-    """
-
-    loss: torch.FloatTensor | None = None
-    loss_info: SCLLosses | None = None
-    mlm_logits: torch.FloatTensor | None = None
-    itm_logits: torch.FloatTensor | None = None
-    itm_labels: torch.LongTensor | None = None
-    itc_logits_per_text: torch.FloatTensor | None = None
-    itc_logits_per_image: torch.FloatTensor | None = None
-    mlm_accuracy: torch.FloatTensor | None = None
-    itm_accuracy: torch.FloatTensor | None = None
-    itc_accuracy: torch.FloatTensor | None = None
-
-    def to_tuple(self) -> tuple:
-        return tuple(self[key].to_tuple() if key == "loss_info" else self[key] for key in self.keys())
-
-
-def sample_itm_labels(
-    batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
-) -> torch.LongTensor:
-    """spec §2.2: `batch_size // 2` positives (1), the rest negatives (0), in random order."""
-    order = torch.randperm(batch_size, generator=generator, device=generator.device if generator else device)
-    return (order < batch_size // 2).long().to(device)
-
-
-def sample_itm_negatives(
-    batch_size: int,
-    similarity: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | None = None,
-) -> torch.LongTensor:
-    """For each text, the index of another image of the batch to pair it with; never its own.
-
-    Without `similarity`, uniform over the other images, drawn independently per text (the reference draws a
-    uniformly random dataset image, spec §2.2). With a `(batch, batch)` text-to-image `similarity` (logits), drawn
-    from its softmax over the other images: ALBEF-style hard negatives.
-    """
-    if batch_size < 2:
-        raise ValueError(
-            f"ITM negatives are other images of the batch, so ITM needs at least 2 samples, got {batch_size}."
-        )
-    rng_device = generator.device if generator else device
-    if similarity is None:
-        offsets = torch.randint(1, batch_size, (batch_size,), generator=generator, device=rng_device)
-        return ((torch.arange(batch_size, device=rng_device) + offsets) % batch_size).to(device)
-    own = torch.eye(batch_size, dtype=torch.bool, device=similarity.device)
-    weights = similarity.float().masked_fill(own, float("-inf")).softmax(dim=1)
-    return torch.multinomial(weights.to(rng_device), 1, generator=generator).squeeze(1).to(device)
-
-
 class _SCLContrastiveFeatures:
     """ITC embeddings of the models that hold `scl`, `itc_text_projection`, `itc_image_projection` and
     `itc_temperature` (spec §2.3): unimodal text CLS / mean of the unimodal frame-CLS tokens → projection → L2 norm.
@@ -1269,6 +1200,17 @@ class _SCLContrastiveFeatures:
         pooled = image_embeds[:, :num_frames].mean(dim=1)
         return nn.functional.normalize(self.itc_image_projection(pooled), dim=-1, eps=NORM_EPS)
 
+    def itc_logits(self, itc_text: torch.Tensor, itc_image: torch.Tensor) -> torch.Tensor:
+        """`(num_images, num_texts)` cosine similarity / `itc_temperature` of ITC embeddings (spec §2.3)."""
+        return itc_image @ itc_text.t() / self.itc_temperature
+
+    def itc_loss(self, itc_text: torch.Tensor, itc_image: torch.Tensor, return_logits: bool = False):
+        """The ITC loss of matching rows (spec §2.3), over the batch gathered from every rank."""
+        return image_text_contrastive_loss(
+            itc_text, itc_image, self.itc_temperature, return_logits=return_logits, normalized=True
+        )
+
+    @can_return_tuple
     def get_text_features(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> BaseModelOutputWithPooling:
@@ -1276,13 +1218,28 @@ class _SCLContrastiveFeatures:
         Returns:
             `BaseModelOutputWithPooling` whose `pooler_output` `(B, itc_projection_dim)` is the L2-normalised ITC
             embedding and whose `last_hidden_state` `(B, L, hidden_size)` holds the unimodal tokens that fusion
-            consumes (cache them with `attention_mask` to score pairs later).
+            consumes (cache them with `attention_mask` to score pairs later). `hidden_states` / `attentions` are the
+            text tower's, when asked.
         """
-        text_embeds, _ = self.scl.encode_text(input_ids, attention_mask, **kwargs)
+        text_embeds, outputs = self.scl.encode_text(input_ids, attention_mask, **kwargs)
         return BaseModelOutputWithPooling(
-            last_hidden_state=text_embeds, pooler_output=self.itc_text_embeds(text_embeds)
+            last_hidden_state=text_embeds,
+            pooler_output=self.itc_text_embeds(text_embeds),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
+    def _image_features(self, pixel_values, pixel_values_videos, **kwargs) -> BaseModelOutputWithPooling:
+        image_embeds, outputs = self.scl.encode_image(pixel_values, pixel_values_videos, **kwargs)
+        num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
+        return BaseModelOutputWithPooling(
+            last_hidden_state=image_embeds,
+            pooler_output=self.itc_image_embeds(image_embeds, num_frames),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @can_return_tuple
     def get_image_features(
         self, pixel_values: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
     ) -> BaseModelOutputWithPooling:
@@ -1292,20 +1249,17 @@ class _SCLContrastiveFeatures:
 
         Returns:
             `BaseModelOutputWithPooling`: `pooler_output` is the L2-normalised ITC embedding, `last_hidden_state`
-            `(B, 1 + N, hidden_size)` the unimodal tokens that fusion consumes.
+            `(B, 1 + N, hidden_size)` the unimodal tokens that fusion consumes; `hidden_states` / `attentions` are the
+            vision tower's, when asked.
         """
         if pixel_values is None or pixel_values.dim() != 4:
             shape = None if pixel_values is None else tuple(pixel_values.shape)
             raise ValueError(
                 f"`pixel_values` must be (batch, 3, height, width); got {shape}. Use get_video_features for videos."
             )
-        image_embeds, _ = self.scl.encode_image(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
-        )
-        return BaseModelOutputWithPooling(
-            last_hidden_state=image_embeds, pooler_output=self.itc_image_embeds(image_embeds)
-        )
+        return self._image_features(pixel_values, None, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
+    @can_return_tuple
     def get_video_features(
         self, pixel_values_videos: torch.FloatTensor, interpolate_pos_encoding: bool = False, **kwargs
     ) -> BaseModelOutputWithPooling:
@@ -1320,17 +1274,15 @@ class _SCLContrastiveFeatures:
         if pixel_values_videos is None or pixel_values_videos.dim() != 5:
             shape = None if pixel_values_videos is None else tuple(pixel_values_videos.shape)
             raise ValueError(f"`pixel_values_videos` must be (batch, frames, 3, height, width); got {shape}.")
-        image_embeds, _ = self.scl.encode_image(
-            pixel_values_videos=pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        return self._image_features(
+            None, pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
-        itc = self.itc_image_embeds(image_embeds, num_frames=pixel_values_videos.shape[1])
-        return BaseModelOutputWithPooling(last_hidden_state=image_embeds, pooler_output=itc)
 
     def _add_itc_heads(self, config: SCLConfig):
         self.itc_text_projection = SCLITCProjection(config)
         self.itc_image_projection = SCLITCProjection(config)
         # spec §1.1: learnable divisor, init 0.07, not log-parameterised. Shape (1,), not the reference's scalar:
-        # FSDP cannot shard a 0-d parameter. Checkpoints with the scalar load (`_load_scalar_temperature`).
+        # FSDP cannot shard a 0-d parameter. Checkpoints with the scalar load (`conversion.upgrade`).
         self.itc_temperature = nn.Parameter(torch.full((1,), config.itc_temperature_init))
 
 
@@ -1352,10 +1304,12 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
       passes is a prediction and keeps its graph: its last layer reads the previous layer's outputs of both
       streams, which are still built with gradients;
     * the ITM pass and both completion passes read only CLS tokens of the last fusion layer, so that layer runs
-      for the text CLS and the frame CLS tokens only (`SCLModel.fuse(pooler_only=True)`);
-    * the ITM, MLM and pass-B fusions share the first fusion layer's work that depends on the complete image alone
-      (`SCLModel.precompute_image_fusion`), and the ITM pass fuses each image once however many texts it serves;
+      for the text CLS and the frame CLS tokens only;
+    * the ITM, MLM and pass-B fusions run through the fusion layers together and share the first layer's work that
+      depends on the complete image alone; the ITM pass fuses each image once however many texts it serves;
     * a pass that yields only a target (pass A without MVSC, pass B without MLSC) runs entirely without autograd.
+
+    These routes are planned in one place, `fusion_planning.fuse_passes`, over the same layers as `SCLModel.fuse`.
 
     **Why the gradients are the reference's.** Each loss is the same function of the same inputs. Without dropout a
     tower is deterministic, so a recomputed encoding equals the cached one, and autograd sums the gradients of all
@@ -1393,31 +1347,22 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         generator: torch.Generator | None = None,
         interpolate_pos_encoding: bool = False,
         return_loss: bool = True,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SCLForPreTrainingOutput:
         r"""
-        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
-            The complete captions.
-        mlm_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
-            MLM-masked captions (15%, 80/10/10; spec §2.1). Required by `"mlm"`.
-        mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
-            Original ids at the MLM-masked positions, -100 elsewhere. Required by `"mlm"`.
+        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): the complete captions.
+        mlm_input_ids / mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            MLM-masked captions (15%, 80/10/10; spec §2.1) and the original ids there (-100 elsewhere). For `"mlm"`.
         mlsc_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
-            Captions with up to 40% of the real tokens replaced by `<mask>` (spec §2.4). Required by `"mlsc"` and by
-            `"mvsc"` (whose target comes from the masked-text pass).
-        itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            1 to pair a text with its own image, 0 with a negative. Sampled (half positive) if not given.
-        itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Batch index of the negative image of each text (read where `itm_labels` is 0; must differ from the row).
-            Sampled if not given, from ITC similarities when `config.itm_hard_negatives`.
+            Captions with up to 40% of the real tokens masked (spec §2.4). For `"mlsc"` and `"mvsc"`.
+        itm_labels / itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            1 pairs a text with its own image, 0 with the image at its negative index (another row). Sampled if not
+            given (half positive; negatives from ITC similarities when `config.itm_hard_negatives`).
         patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
             Patches kept in the masked image; sampled with `config.image_mask_ratio` if not given.
-        generator (`torch.Generator`, *optional*):
-            Source of every random draw of this forward (ITM labels and negatives, patch dropping).
+        generator (`torch.Generator`, *optional*): source of every random draw of this forward.
         return_loss (`bool`, *optional*, defaults to `True`):
-            Compute `loss` and `loss_info`. Without it the semantic-completion passes, which only produce losses, are
-            not run.
+            Compute `loss` and `loss_info` (the semantic-completion passes, which only produce losses, need it).
         """
         objectives = set(self.config.pretraining_objectives)
         self._check_inputs(
@@ -1426,125 +1371,129 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
-        pixels = {
-            "pixel_values": pixel_values,
-            "pixel_values_videos": pixel_values_videos,
-            "interpolate_pos_encoding": interpolate_pos_encoding,
-        }
-        fuse_kwargs = {"attention_mask": attention_mask, "num_frames": num_frames, **kwargs}
-        losses = {}
-        outputs = {}
-        want_mvsc, want_mlsc = "mvsc" in objectives, "mlsc" in objectives
-        semantic_completion = return_loss and (want_mvsc or want_mlsc)
-
+        pixels = {"pixel_values": pixel_values, "pixel_values_videos": pixel_values_videos}
+        pixels["interpolate_pos_encoding"] = interpolate_pos_encoding
+        semantic_completion = return_loss and bool(objectives & {"mvsc", "mlsc"})
         # Every caption and the complete image go through their towers once; the passes below share them.
-        captions = {}  # name -> (ids, whether a loss differentiates through it)
+        captions = self._captions(objectives, semantic_completion, input_ids, mlm_input_ids, mlsc_input_ids)
+        text_embeds = self._encode_captions(captions, attention_mask, **kwargs)
+        image_embeds, _ = self.scl.encode_image(**pixels, **kwargs)
+
+        losses, outputs = {}, {}
+        itc_text, itc_image = self._itc_embeds(objectives, text_embeds, image_embeds, num_frames)
+        if "itc" in objectives:
+            losses["itc"], outputs["itc_logits_per_text"], outputs["itc_logits_per_image"] = self.itc_loss(
+                itc_text, itc_image, return_logits=True
+            )
+        image_index = None
+        if "itm" in objectives:
+            outputs["itm_labels"], image_index = self._itm_pairs(
+                input_ids.shape[0], itm_labels, itm_negative_indices, itc_text, itc_image, generator
+            )
+        # ITM, MLM and pass B fuse the complete images (spec §2): one planned run (see `fusion_planning`).
+        passes = self._complete_image_passes(objectives, semantic_completion, text_embeds, attention_mask, image_index)
+        fused = dict(zip(passes, fuse_passes(self.scl, image_embeds, list(passes.values()), num_frames)))
+        self._matching_and_mlm_heads(objectives, fused, num_frames, mlm_labels, losses, outputs)
+        if semantic_completion:
+            pass_a = self._masked_image_pass(
+                objectives, pixels, text_embeds["complete"], attention_mask, patch_keep_indices, generator, **kwargs
+            )
+            losses.update(self._semantic_completion_losses(objectives, pass_a, fused["mlsc"], num_frames))
+
+        loss = loss_info = None
+        if return_loss:
+            weighted = {name: getattr(self.config, f"{name}_weight") * value for name, value in losses.items()}
+            loss_info = SCLLosses(**weighted)
+            loss = sum(loss_info.values())
+        accuracies = self._accuracies(outputs, mlm_labels)
+        return SCLForPreTrainingOutput(loss=loss, loss_info=loss_info, **outputs, **accuracies)
+
+    def _matching_and_mlm_heads(self, objectives, fused, num_frames, mlm_labels, losses, outputs):
+        """spec §2.2 ITM on the pooled CLS tokens of its pairs; spec §2.1 MLM on the fused masked text."""
+        if "itm" in objectives:
+            itm = fused["itm"]
+            outputs["itm_logits"] = self.itm_score(self.scl.pool(itm.text_features, itm.image_features, num_frames))
+            losses["itm"] = nn.functional.cross_entropy(outputs["itm_logits"], outputs["itm_labels"])
+        if "mlm" in objectives:
+            outputs["mlm_logits"], losses["mlm"] = self._mlm(fused["mlm"].text_features, mlm_labels)
+
+    def _masked_image_pass(self, objectives, pixels, text_embeds, attention_mask, patch_keep_indices, generator, **kw):
+        """spec §2.4 pass A: complete text + patch-dropped image. Frame CLS → MVSC prediction; text CLS → MLSC
+        target."""
+        num_frames = 1 if pixels["pixel_values"] is not None else pixels["pixel_values_videos"].shape[1]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "mvsc" in objectives):
+            dropped_embeds, _ = self.scl.encode_image(
+                **pixels,
+                patch_keep_indices=patch_keep_indices,
+                mask_ratio=self.config.image_mask_ratio,
+                generator=generator,
+                **kw,
+            )
+        fusion_pass = self._completion_pass(objectives, text_embeds, attention_mask, masked="image")
+        return fuse_passes(self.scl, dropped_embeds, [fusion_pass], num_frames)[0]
+
+    @staticmethod
+    def _captions(objectives, semantic_completion, input_ids, mlm_input_ids, mlsc_input_ids) -> dict:
+        """The captions to encode, `{name: (ids, whether a loss differentiates through their encoding)}`."""
+        captions = {}
         if objectives - {"mlm"}:
             captions["complete"] = (input_ids, bool(objectives & {"itc", "itm", "mvsc"}))
         if "mlm" in objectives:
             captions["mlm"] = (mlm_input_ids, True)
         if semantic_completion:
-            captions["mlsc"] = (mlsc_input_ids, want_mlsc)
-        text_embeds = self._encode_captions(captions, attention_mask, **kwargs)
-        image_embeds, _ = self.scl.encode_image(**pixels, **kwargs)
+            captions["mlsc"] = (mlsc_input_ids, "mlsc" in objectives)
+        return captions
 
-        itc_text = itc_image = None
-        if "itc" in objectives or ("itm" in objectives and self.config.itm_hard_negatives):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and "itc" in objectives):
-                # spec §2.3: unimodal text CLS and the mean of the unimodal frame CLS tokens.
-                itc_text = self.itc_text_projection(text_embeds["complete"][:, 0])
-                itc_image = self.itc_image_projection(image_embeds[:, :num_frames].mean(dim=1))
+    def _itc_embeds(self, objectives, text_embeds, image_embeds, num_frames) -> tuple:
+        """ITC embeddings (spec §2.3), for the ITC loss and for hard ITM negatives; `(None, None)` if neither."""
+        if "itc" not in objectives and not ("itm" in objectives and self.config.itm_hard_negatives):
+            return None, None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and "itc" in objectives):
+            itc_text = self.itc_text_embeds(text_embeds["complete"])
+            return itc_text, self.itc_image_embeds(image_embeds, num_frames)
 
-        if "itc" in objectives:
-            losses["itc"], logits_per_text, logits_per_image = image_text_contrastive_loss(
-                itc_text, itc_image, self.itc_temperature, return_logits=True
-            )
-            outputs.update(itc_logits_per_text=logits_per_text, itc_logits_per_image=logits_per_image)
+    @staticmethod
+    def _completion_pass(objectives, text_embeds, attention_mask, masked: str) -> FusionPass:
+        """A semantic-completion pass (spec §2.4) at the CLS tokens. The masked modality's stream is the prediction
+        (with gradients), the complete one's the stop-gradient target; a stream whose loss is off is skipped."""
+        want_mvsc, want_mlsc = "mvsc" in objectives, "mlsc" in objectives
+        if masked == "image":  # pass A
+            text_output, image_output = NO_GRAD if want_mlsc else None, GRAD if want_mvsc else None
+        else:  # pass B
+            text_output, image_output = GRAD if want_mlsc else None, NO_GRAD if want_mvsc else None
+        return FusionPass(text_embeds, attention_mask, None, text_output, image_output, cls_only=True)
 
-        # ITM, MLM and pass B fuse the complete images: their first fusion layer's image-only work runs once.
-        image_cache = None
-        if objectives & {"itm", "mlm"} or semantic_completion:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and bool(objectives & {"itm", "mlm", "mlsc"})):
-                image_cache = self.scl.precompute_image_fusion(image_embeds, **kwargs)
-
+    def _complete_image_passes(self, objectives, semantic_completion, text_embeds, attention_mask, image_index):
+        """The fusions of the complete images: ITM (its pairs, CLS only), MLM (the image stream's last layer is
+        unused, spec §2.1) and pass B (masked text, complete image, spec §2.4)."""
+        passes = {}
         if "itm" in objectives:
-            itm_labels, image_index = self._itm_pairs(
-                input_ids.shape[0], itm_labels, itm_negative_indices, itc_text, itc_image, generator
-            )
-            fused = self.scl.fuse(
-                text_embeds["complete"],
-                image_embeds,
-                image_index=image_index,
-                image_cache=image_cache,
-                pooler_only=True,
-                **fuse_kwargs,
-            )
-            outputs["itm_logits"] = self.itm_score(fused.pooler_output)
-            outputs["itm_labels"] = itm_labels
-            losses["itm"] = nn.functional.cross_entropy(outputs["itm_logits"], itm_labels)
-
+            passes["itm"] = FusionPass(text_embeds["complete"], attention_mask, image_index, cls_only=True)
         if "mlm" in objectives:
-            # spec §2.1: only the fused text is scored, so the image stream's last layer is not needed.
-            fused = self.scl.fuse(
-                text_embeds["mlm"], image_embeds, final_image_layer="skip", image_cache=image_cache, **fuse_kwargs
-            )
-            masked = mlm_labels != -100
-            outputs["mlm_logits"] = self.mlm_score(fused.text_features[masked])
-            mlm_targets = mlm_labels[masked]
-            # A mean over the masked tokens that is 0, not NaN, when a batch has none.
-            losses["mlm"] = nn.functional.cross_entropy(
-                outputs["mlm_logits"], mlm_targets, reduction="sum"
-            ) / masked.sum().clamp(min=1)
-
+            passes["mlm"] = FusionPass(text_embeds["mlm"], attention_mask, image_output=None)
         if semantic_completion:
-            grad = torch.is_grad_enabled()
-            # spec §2.4 pass B: masked text + complete image. Text CLS → MLSC prediction; frame CLS → MVSC target.
-            with torch.set_grad_enabled(grad and want_mlsc):
-                pass_b = self.scl.fuse(
-                    text_embeds["mlsc"],
-                    image_embeds,
-                    final_text_layer="grad" if want_mlsc else "skip",
-                    final_image_layer="no_grad" if want_mvsc else "skip",
-                    pooler_only=True,
-                    image_cache=image_cache,
-                    **fuse_kwargs,
-                )
-            # spec §2.4 pass A: complete text + patch-dropped image. Frame CLS → MVSC prediction; text CLS → MLSC target.
-            with torch.set_grad_enabled(grad and want_mvsc):
-                dropped_embeds, _ = self.scl.encode_image(
-                    **pixels,
-                    patch_keep_indices=patch_keep_indices,
-                    mask_ratio=self.config.image_mask_ratio,
-                    generator=generator,
-                    **kwargs,
-                )
-                pass_a = self.scl.fuse(
-                    text_embeds["complete"],
-                    dropped_embeds,
-                    final_text_layer="no_grad" if want_mlsc else "skip",
-                    final_image_layer="grad" if want_mvsc else "skip",
-                    pooler_only=True,
-                    **fuse_kwargs,
-                )
-            temperature = self.config.scl_temperature
-            if want_mvsc:  # per-frame contrast of the fused frame-CLS tokens
-                losses["mvsc"] = semantic_completion_loss(
-                    pass_a.image_features[:, :num_frames], pass_b.image_features[:, :num_frames], temperature
-                )
-            if want_mlsc:
-                losses["mlsc"] = semantic_completion_loss(
-                    pass_b.text_features[:, 0], pass_a.text_features[:, 0], temperature
-                )
+            passes["mlsc"] = self._completion_pass(objectives, text_embeds["mlsc"], attention_mask, masked="text")
+        return passes
 
-        loss = loss_info = None
-        if return_loss:
-            loss_info = SCLLosses(
-                **{name: getattr(self.config, f"{name}_weight") * value for name, value in losses.items()}
+    def _mlm(self, text_features, mlm_labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """spec §2.1: MLM logits at the masked tokens only, and their mean cross-entropy (0, not NaN, without any)."""
+        masked = mlm_labels != -100
+        logits = self.mlm_score(text_features[masked])
+        loss = nn.functional.cross_entropy(logits, mlm_labels[masked], reduction="sum") / masked.sum().clamp(min=1)
+        return logits, loss
+
+    def _semantic_completion_losses(self, objectives, pass_a: FusedPass, pass_b: FusedPass, num_frames) -> dict:
+        """spec §2.4: MVSC contrasts the fused frame CLS tokens per frame, MLSC the fused text CLS."""
+        losses, temperature = {}, self.config.scl_temperature
+        if "mvsc" in objectives:
+            losses["mvsc"] = semantic_completion_loss(
+                pass_a.image_features[:, :num_frames], pass_b.image_features[:, :num_frames], temperature
             )
-            loss = sum(loss_info.values())
-        return SCLForPreTrainingOutput(
-            loss=loss, loss_info=loss_info, **outputs, **self._accuracies(outputs, mlm_labels)
-        )
+        if "mlsc" in objectives:
+            losses["mlsc"] = semantic_completion_loss(
+                pass_b.text_features[:, 0], pass_a.text_features[:, 0], temperature
+            )
+        return losses
 
     def _encode_captions(self, captions: dict, attention_mask: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
         """Text-tower embeddings of same-shape captions, `{name: (ids, needs_grad)}`, in at most two tower calls.
@@ -1600,18 +1549,15 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
             similarity = None
             if self.config.itm_hard_negatives:
                 with torch.no_grad():  # ALBEF: softmax of the ITC logits, the positive excluded
-                    text = nn.functional.normalize(itc_text, dim=-1)
-                    image = nn.functional.normalize(itc_image, dim=-1)
-                    similarity = text @ image.t() / self.itc_temperature
+                    similarity = self.itc_logits(itc_image, itc_text)  # (texts, images)
             itm_negative_indices = sample_itm_negatives(batch_size, similarity, generator, device)
         else:
             if itm_negative_indices.shape != (batch_size,):
                 raise ValueError(
                     f"`itm_negative_indices` must be ({batch_size},), got {tuple(itm_negative_indices.shape)}."
                 )
-            if (itm_negative_indices < 0).any() or (itm_negative_indices >= batch_size).any():
-                raise ValueError(f"`itm_negative_indices` must lie in [0, {batch_size}).")
-            if ((itm_negative_indices == rows) & (itm_labels == 0)).any():
+            check_index_range(itm_negative_indices, batch_size, "itm_negative_indices")
+            if not torch.compiler.is_compiling() and ((itm_negative_indices == rows) & (itm_labels == 0)).any():
                 raise ValueError("`itm_negative_indices` pairs a negative (label 0) text with its own image.")
         image_index = torch.where(itm_labels.bool(), rows, itm_negative_indices.to(device))
         return itm_labels.to(device), image_index
@@ -1639,6 +1585,18 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 # Downstream heads (spec §3.1): VQA, NLVR2, image/video–text retrieval, and zero-shot classification through ITC
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _pooled_output(model, input_ids, attention_mask, pixel_values, pixel_values_videos, interpolate_pos_encoding):
+    """`SCLModel.forward(...).pooler_output` by the route that runs the last fusion layer at the CLS tokens only."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    text_embeds, _ = model.encode_text(input_ids, attention_mask)
+    image_embeds, _ = model.encode_image(
+        pixel_values, pixel_values_videos, interpolate_pos_encoding=interpolate_pos_encoding
+    )
+    num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
+    return pooled_fusion(model, text_embeds, image_embeds, attention_mask, num_frames)
 
 
 VQA_NUM_ANSWERS = 3129  # spec §3.2: VQAv2 answers given at least 9 times (`vqav2_label_size`)
@@ -1688,33 +1646,35 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
             VQA soft score of every answer (0, 0.3, 0.6, 0.9 or 1), e.g. from `SCLVQACollator`.
 
-        Other keyword arguments (`text_embeds`, `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`].
+        Without `input_ids`, or when states are returned, the inputs and other keyword arguments (`text_embeds`,
+        `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`]; otherwise only `pooler_output` is computed, with
+        the last fusion layer at the CLS tokens only (`fusion_planning.pooled_fusion`).
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        outputs = self.scl(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            # Only `pooler_output` is classified; a full last layer is run only when its states are returned.
-            pooler_only=not (output_attentions or output_hidden_states),
-            **kwargs,
-        )
-        logits = self.vqa_classifier(outputs.pooler_output)
+        output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
+        outputs = None
+        if output_attentions or output_hidden_states or input_ids is None:
+            outputs = self.scl(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                pixel_values_videos=pixel_values_videos,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                **kwargs,
+            )
+            pooler_output = outputs.pooler_output
+        else:  # only `pooler_output` is classified: the last fusion layer runs at the CLS tokens only
+            pooler_output = _pooled_output(
+                self.scl, input_ids, attention_mask, pixel_values, pixel_values_videos, interpolate_pos_encoding
+            )
+        logits = self.vqa_classifier(pooler_output)
         loss = None
         if labels is not None:
             if labels.shape != logits.shape:
@@ -1725,7 +1685,10 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
             # spec §3.1: BCE summed over the answers and averaged over the batch (ViLT/BAN convention).
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
         return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+            loss=loss,
+            logits=logits,
+            hidden_states=None if outputs is None else outputs.hidden_states,
+            attentions=None if outputs is None else outputs.attentions,
         )
 
 
@@ -1780,7 +1743,6 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         r"""
@@ -1789,13 +1751,10 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             1 if the statement is true of the image pair, else 0.
 
-        `hidden_states` / `attentions` of the output hold, for the left and then the right image, the fusion streams'
-        hidden states / attention weights (see [`SCLModel.fuse`]).
+        `hidden_states` / `attentions` of the output are flat: the left image's fusion `hidden_states` /
+        `attentions` (as in [`SCLModelOutput`]), then the right image's.
         """
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         images = self._image_pair(pixel_values)
         batch_size = images.shape[0]
         if input_ids is None or input_ids.shape[0] != batch_size:
@@ -1808,174 +1767,41 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
             images.flatten(0, 1), interpolate_pos_encoding=interpolate_pos_encoding
         )
         image_embeds = image_embeds.unflatten(0, (batch_size, 2))
-        fused = [
-            # spec §3.1: the left image gets token type 1, the right one token type 2.
-            self.scl.fuse(
-                text_embeds,
-                image_embeds[:, side],
-                attention_mask,
-                image_token_type_idx=side + 1,
-                # Only `pooler_output` is classified; a full last layer is run only when its states are returned.
-                pooler_only=not (output_attentions or output_hidden_states),
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                **kwargs,
-            )
-            for side in range(2)
-        ]
-        logits = self.nlvr2_classifier(torch.cat([output.pooler_output for output in fused], dim=-1))
+        # spec §3.1: the left image gets token type 1, the right one token type 2.
+        if output_attentions or output_hidden_states:
+            fused = [
+                self.scl.fuse(
+                    text_embeds,
+                    image_embeds[:, side],
+                    attention_mask,
+                    image_token_type_idx=side + 1,
+                    output_attentions=output_attentions,
+                    output_hidden_states=output_hidden_states,
+                    **kwargs,
+                )
+                for side in range(2)
+            ]
+            pooled = [output.pooler_output for output in fused]
+        else:  # only `pooler_output` is classified: the last fusion layer runs at the CLS tokens only
+            pooled = [
+                pooled_fusion(
+                    self.scl, text_embeds, image_embeds[:, side], attention_mask, image_token_type_idx=side + 1
+                )
+                for side in range(2)
+            ]
+        logits = self.nlvr2_classifier(torch.cat(pooled, dim=-1))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels.view(-1).to(logits.device))
         return SequenceClassifierOutput(
             loss=loss,
             logits=logits,
-            hidden_states=tuple(output.hidden_states for output in fused) if output_hidden_states else None,
-            attentions=tuple(output.attentions for output in fused) if output_attentions else None,
+            hidden_states=fused[0].hidden_states + fused[1].hidden_states if output_hidden_states else None,
+            attentions=fused[0].attentions + fused[1].attentions if output_attentions else None,
         )
-
-
-def _read_checkpoint_tensor(state_dict, checkpoint_files, names) -> torch.Tensor | None:
-    """The first of `names` found in `state_dict` or in the checkpoint files (safetensors or torch), else `None`."""
-    if state_dict is not None:
-        return next((state_dict[name] for name in names if name in state_dict), None)
-    for path in checkpoint_files or ():
-        if str(path).endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as file:
-                keys = set(file.keys())
-                found = next((name for name in names if name in keys), None)
-                if found is not None:
-                    return file.get_tensor(found)
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-            found = next((name for name in names if name in weights), None)
-            if found is not None:
-                return weights[found]
-    return None
-
-
-def _loaded_parameter(model, tensor: torch.Tensor) -> nn.Parameter:
-    """`tensor`, read from the checkpoint, as a parameter on the model's device and dtype that transformers treats as
-    loaded (its finalisation must not initialise it again)."""
-    reference = model.scl.cross_modal_text_transform.weight  # loaded, so on the model's device (not meta)
-    parameter = nn.Parameter(tensor.to(device=reference.device, dtype=reference.dtype))
-    parameter._is_hf_initialized = True
-    return parameter
-
-
-def _load_scalar_temperature(model, loading_info, state_dict, checkpoint_files):
-    """A checkpoint's 0-d `itc_temperature` (the reference's `cl_temp`, and this package before 0.1) loads into the
-    (1,)-shaped parameter, instead of being reported as a size mismatch."""
-    entry = next((m for m in loading_info.mismatched_keys if m[0] == "itc_temperature"), None)
-    if entry is None or tuple(entry[1]) != () or tuple(entry[2]) != (1,):
-        return  # absent, or a genuine mismatch: left to transformers' loading report
-    value = _read_checkpoint_tensor(state_dict, checkpoint_files, ("itc_temperature",))
-    if value is None:
-        return
-    model.itc_temperature = _loaded_parameter(model, value.reshape(1))
-    loading_info.mismatched_keys.discard(entry)
-
-
-def _load_smaller_token_type_table(model, loading_info, state_dict, checkpoint_files):
-    """spec §1.1: a checkpoint table with fewer token types fills the first rows; each extra row copies its last row.
-
-    transformers reports the smaller table as a size mismatch and drops it; this reads it back from the checkpoint,
-    installs the grown table as loaded and clears the mismatch, so neither an error nor a re-initialisation follows.
-    """
-    target = f"{model.base_model_prefix}.token_type_embeddings.weight"
-    entry = next((mismatch for mismatch in loading_info.mismatched_keys if mismatch[0] == target), None)
-    if entry is None:
-        return
-    _, checkpoint_shape, model_shape = entry
-    if len(checkpoint_shape) != 2 or checkpoint_shape[1] != model_shape[1] or checkpoint_shape[0] >= model_shape[0]:
-        return  # a genuine mismatch: left to transformers' loading report
-    table = _read_checkpoint_tensor(state_dict, checkpoint_files, (target, target.split(".", 1)[1]))
-    if table is None:
-        return
-    extra_rows = model_shape[0] - checkpoint_shape[0]
-    grown = torch.cat([table, table[-1:].expand(extra_rows, -1)], dim=0)
-    model.scl.token_type_embeddings.weight = _loaded_parameter(model, grown)
-    loading_info.mismatched_keys.discard(entry)
-    logger.info(
-        f"Grew {target} from {checkpoint_shape[0]} to {model_shape[0]} token types; the new rows copy row "
-        f"{checkpoint_shape[0] - 1} (spec §1.1)."
-    )
 
 
 # -- image/video–text retrieval and ITC zero-shot classification -------------------------------------------------------
-
-
-@dataclass
-class SCLImageTextRetrievalOutput(ModelOutput):
-    r"""
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        `rank_loss + config.itc_weight * itc_loss` (spec §3.1).
-    rank_loss (`torch.FloatTensor` of shape `()`, *optional*):
-        Cross-entropy of each image's rank scores, its own text being the target.
-    itc_loss (`torch.FloatTensor` of shape `()`, *optional*):
-        Image–text contrastive loss over the batch gathered from every rank (unweighted; spec §2.3).
-    logits (`torch.FloatTensor` of shape `(batch_size, 1 + num_negatives)`):
-        Rank-head score of each image with its candidate texts: its own text (column 0), then its negatives.
-    logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
-        ITC cosine similarity / `itc_temperature` of every local image with every local text.
-    logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
-        Transpose of `logits_per_image`.
-    itc_text_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
-        L2-normalised ITC text embeddings.
-    itc_image_embeds (`torch.FloatTensor` of shape `(batch_size, itc_projection_dim)`):
-        L2-normalised ITC image (or video) embeddings.
-    negative_text_indices (`torch.LongTensor` of shape `(batch_size, num_negatives)`, *optional*):
-        Batch index of each image's negative texts (given or sampled).
-    """
-
-    loss: torch.FloatTensor | None = None
-    rank_loss: torch.FloatTensor | None = None
-    itc_loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    logits_per_image: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    itc_text_embeds: torch.FloatTensor | None = None
-    itc_image_embeds: torch.FloatTensor | None = None
-    negative_text_indices: torch.LongTensor | None = None
-
-
-@dataclass
-class SCLContrastiveOutput(ModelOutput):
-    r"""
-    logits_per_image (`torch.FloatTensor` of shape `(num_images, num_texts)`):
-        ITC cosine similarity / `itc_temperature` of every image (or video) with every text.
-    logits_per_text (`torch.FloatTensor` of shape `(num_texts, num_images)`):
-        Transpose of `logits_per_image`.
-    itc_text_embeds (`torch.FloatTensor` of shape `(num_texts, itc_projection_dim)`):
-        L2-normalised ITC text embeddings.
-    itc_image_embeds (`torch.FloatTensor` of shape `(num_images, itc_projection_dim)`):
-        L2-normalised ITC image (or video) embeddings.
-    """
-
-    logits_per_image: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    itc_text_embeds: torch.FloatTensor | None = None
-    itc_image_embeds: torch.FloatTensor | None = None
-
-
-def sample_negative_text_indices(
-    batch_size: int, num_negatives: int, generator: torch.Generator | None = None, device: torch.device | None = None
-) -> torch.LongTensor:
-    """For each row of the batch, `min(num_negatives, batch_size - 1)` distinct other rows, uniformly at random.
-
-    The reference draws its 15 negative texts at random from the whole dataset (spec §3.1); in-batch negatives need
-    no extra text encodings. A batch smaller than `num_negatives + 1` yields fewer negatives.
-    """
-    if batch_size < 2:
-        raise ValueError(
-            f"Retrieval negatives are other texts of the batch, so the batch needs 2 samples, got {batch_size}."
-        )
-    num_negatives = min(num_negatives, batch_size - 1)
-    noise = torch.rand(batch_size, batch_size, generator=generator, device=generator.device if generator else device)
-    noise.fill_diagonal_(2.0)  # above every uniform draw: a row's own text sorts last and is never picked
-    return noise.argsort(dim=1)[:, :num_negatives].to(device)
 
 
 class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
@@ -2033,17 +1859,22 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         **kwargs,
     ) -> torch.Tensor:
         """Rank-head score `(P,)` of the aligned rows of unimodal `text_embeds` `(P, L, H)` and `image_embeds`, or of
-        text row i with image row `image_index[i]` (each image given once; see [`SCLModel.fuse`])."""
-        fused = self.scl.fuse(
-            text_embeds,
-            image_embeds,
-            attention_mask,
-            num_frames=num_frames,
-            pooler_only=True,
-            image_index=image_index,
-            **kwargs,
-        )
-        return self.rank_output(fused.pooler_output).squeeze(-1)
+        text row i with image row `image_index[i]` (each image given once, its image-only fusion work done once).
+
+        Only `pooler_output` is read, so the last fusion layer runs at the CLS tokens only (`fusion_planning`)."""
+        if attention_mask is None:
+            attention_mask = text_embeds.new_ones(text_embeds.shape[:2], dtype=torch.long)
+        if image_index is not None:
+            if image_index.shape != text_embeds.shape[:1]:
+                raise ValueError(
+                    f"`image_index` must be (batch,) = ({text_embeds.shape[0]},), one image row per text row; got "
+                    f"{tuple(image_index.shape)}."
+                )
+            check_index_range(image_index, image_embeds.shape[0], "image_index")
+        elif text_embeds.shape[0] != image_embeds.shape[0]:
+            raise ValueError(f"Batch sizes differ: text {text_embeds.shape[0]}, image {image_embeds.shape[0]}.")
+        pooled = pooled_fusion(self.scl, text_embeds, image_embeds, attention_mask, num_frames, image_index)
+        return self.rank_output(pooled).squeeze(-1)
 
     @can_return_tuple
     def forward(
@@ -2056,7 +1887,6 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         return_loss: bool | None = None,
         generator: torch.Generator | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SCLImageTextRetrievalOutput:
         r"""
@@ -2087,7 +1917,7 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
 
         itc_text = self.itc_text_embeds(text_embeds)
         itc_image = self.itc_image_embeds(image_embeds, num_frames)
-        logits_per_image = itc_image @ itc_text.t() / self.itc_temperature
+        logits_per_image = self.itc_logits(itc_text, itc_image)
 
         rows = torch.arange(batch_size, device=text_embeds.device)
         if negative_text_indices is None and return_loss:
@@ -2100,10 +1930,7 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
                     f"`negative_text_indices` must be (batch={batch_size}, num_negatives), got "
                     f"{tuple(negative_text_indices.shape)}."
                 )
-            if negative_text_indices.numel() and (
-                negative_text_indices.min() < 0 or negative_text_indices.max() >= batch_size
-            ):
-                raise ValueError(f"`negative_text_indices` must be batch indices in [0, {batch_size}).")
+            check_index_range(negative_text_indices, batch_size, "negative_text_indices")
             candidates = torch.cat([rows[:, None], negative_text_indices.to(rows.device)], dim=1)
         else:
             candidates = rows[:, None]
@@ -2126,11 +1953,7 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
             rank_loss = nn.functional.cross_entropy(logits, torch.zeros_like(rows))  # the own text is candidate 0
             loss = rank_loss
             if self.config.itc_weight:
-                itc_loss = image_text_contrastive_loss(
-                    self.itc_text_projection(text_embeds[:, 0]),
-                    self.itc_image_projection(image_embeds[:, :num_frames].mean(dim=1)),
-                    self.itc_temperature,
-                )
+                itc_loss = self.itc_loss(itc_text, itc_image)
                 loss = loss + self.config.itc_weight * itc_loss
         return SCLImageTextRetrievalOutput(
             loss=loss,
@@ -2165,13 +1988,15 @@ class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedMo
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         pixel_values_videos: torch.FloatTensor | None = None,
+        return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> SCLContrastiveOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(num_texts, text_length)`):
             The candidate texts (e.g. "a photo of a dog."), any number of them.
+        return_loss (`bool`, *optional*):
+            Return the ITC loss (spec §2.3), text `i` matching image `i` (as many texts as images).
         """
         if input_ids is None:
             raise ValueError("`input_ids` are required.")
@@ -2182,8 +2007,17 @@ class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedMo
         num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
         itc_text = self.itc_text_embeds(text_embeds)
         itc_image = self.itc_image_embeds(image_embeds, num_frames)
-        logits_per_image = itc_image @ itc_text.t() / self.itc_temperature
+        logits_per_image = self.itc_logits(itc_text, itc_image)
+        loss = None
+        if return_loss:
+            if itc_text.shape[0] != itc_image.shape[0]:
+                raise ValueError(
+                    f"`return_loss` pairs text i with image i; got {itc_text.shape[0]} texts and "
+                    f"{itc_image.shape[0]} images."
+                )
+            loss = self.itc_loss(itc_text, itc_image)
         return SCLContrastiveOutput(
+            loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_image.t(),
             itc_text_embeds=itc_text,

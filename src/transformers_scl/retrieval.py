@@ -8,8 +8,8 @@ item 7), and leaves its `candidate_N` unused. Here (the ALBEF recipe):
 2. the ITC similarity of all pairs is one matrix product (`itc_similarity`);
 3. for each image its `k` most similar texts, and for each text its `k` most similar images, are scored by the rank
    head (`model.score_pairs`) from the cached tokens. A pair that is a candidate in both directions is fused once.
-   The fusion reads only `pooler_output` (`pooler_only`), and the pairs go in image order, so a batch's image-only
-   first-layer work runs once per image (`image_index`, see `SCLModel.fuse`).
+   The fusion reads only `pooler_output`, so its last layer runs at the CLS tokens only, and the pairs go in image
+   order, so a batch's image-only first-layer work runs once per image (`image_index`; see `fusion_planning`).
 
 **Final scores.** In each direction a query's top-k candidates get their rank-head score and every other candidate
 gets `-inf`, so the ITC stage only selects and the rank head alone orders (as in ALBEF's ITM re-ranking). The recall
