@@ -361,7 +361,7 @@ def test_itm_needs_two_samples_to_draw_a_negative():
 
 def test_trainer_logs_the_loss_at_its_true_scale_with_gradient_accumulation(tmp_path):
     """`accepts_loss_kwargs = False`: Trainer divides each micro-batch loss by the accumulation steps and sums, so the
-    logged loss is the mean of the micro-batch losses (not GA times it, HF notes §3.4)."""
+    logged loss is the mean of the micro-batch losses (not GA times it, as a forward taking `**kwargs` would get)."""
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     config_overrides = {"text_config": {**tiny_config().text_config.to_dict(), **no_dropout}, **no_dropout}
     model = build(**config_overrides)
