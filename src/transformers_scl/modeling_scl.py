@@ -785,7 +785,6 @@ class SCLPreTrainedModel(PreTrainedModel):
         )
 
 
-
 class SCLVisionModel(SCLPreTrainedModel):
     """The SCL vision tower: an 11-block CLIP ViT on 1-frame images or F-frame videos (spec §1.2).
 

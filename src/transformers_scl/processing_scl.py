@@ -139,19 +139,10 @@ class SCLProcessor(ProcessorMixin):
             return text
         num_texts = 1 if isinstance(text, str) else len(text)
         counts = {}
-        if images is not None:
-            counts["images"] = _num_images(images)
-        if videos is not None:
-            counts["videos"] = _num_videos(videos)
-        for name, media in (("images", images), ("videos", videos)):
-            empty = (
-                [i for i, item in enumerate(media) if _is_empty_list(item)] if isinstance(media, (list, tuple)) else []
-            )
-            if empty:
-                raise ValueError(
-                    f"{name}[{empty[0]}] is empty: SCL fuses every text with its {name[:-1]}, so a sample without "
-                    f"one cannot share a batch with the others (samples without media: {empty})."
-                )
+        for name, media, count in (("images", images, _num_images), ("videos", videos, _num_videos)):
+            if media is not None:
+                _check_no_empty_sample(name, media)
+                counts[name] = count(media)
         if text_pairing == "broadcast":
             if num_texts != 1:
                 raise ValueError(
@@ -261,6 +252,18 @@ def _num_videos(videos: Any) -> int:
         if all(_is_empty_list(item) or _is_per_sample_list(item) for item in videos):
             return len(videos)
     return len(_split_videos(videos)[0])
+
+
+def _check_no_empty_sample(name: str, media) -> None:
+    """A sample given as an empty list has no image/video to fuse its text with."""
+    if not isinstance(media, (list, tuple)):
+        return
+    empty = [i for i, item in enumerate(media) if _is_empty_list(item)]
+    if empty:
+        raise ValueError(
+            f"{name}[{empty[0]}] is empty: SCL fuses every text with its {name[:-1]}, so a sample without "
+            f"one cannot share a batch with the others (samples without media: {empty})."
+        )
 
 
 def _num_images(images: Any) -> int:

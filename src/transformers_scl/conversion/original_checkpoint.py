@@ -237,6 +237,22 @@ class _RefusingUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not expected here")
 
 
+def _stack_global_name(pushed: list[str | None]) -> str:
+    """STACK_GLOBAL (protocol 4+) takes module and name from the top of the stack."""
+    if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
+        return f"{pushed[-2]}.{pushed[-1]}"
+    return "<a global whose name is computed at load time>"
+
+
+def _global_name(argument: str, protocol: int) -> str:
+    """GLOBAL (protocols 0-3; torch.save writes protocol 2) carries "module name" as its argument."""
+    module, qualname = argument.split(" ", 1)
+    if protocol < 3:  # Python 2 names, mapped as `pickle` maps them when loading (`__builtin__` -> builtins)
+        module, qualname = _compat_pickle.NAME_MAPPING.get((module, qualname), (module, qualname))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{qualname}"
+
+
 def _pickle_globals(stream) -> set[str]:
     """Qualified names of every global one pickle in `stream` refers to, read from its opcodes without executing it."""
     names: set[str] = set()
@@ -251,26 +267,14 @@ def _pickle_globals(stream) -> set[str]:
             protocol = argument
         elif name == "FRAME":
             pass
-        elif name == "MEMOIZE":
-            memo[len(memo)] = pushed[-1] if pushed else None
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(argument)] = pushed[-1] if pushed else None
+        elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            memo[len(memo) if name == "MEMOIZE" else int(argument)] = pushed[-1] if pushed else None
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             pushed.append(memo.get(int(argument)))
         elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
             pushed.append(argument)
-        elif name == "STACK_GLOBAL":
-            if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
-                names.add(f"{pushed[-2]}.{pushed[-1]}")
-            else:
-                names.add("<a global whose name is computed at load time>")
-            pushed.append(None)
-        elif name == "GLOBAL":  # protocols 0-3 (torch.save writes protocol 2): "module name"
-            module, qualname = argument.split(" ", 1)
-            if protocol < 3:  # Python 2 names, mapped as `pickle` maps them when loading (`__builtin__` -> builtins)
-                module, qualname = _compat_pickle.NAME_MAPPING.get((module, qualname), (module, qualname))
-                module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-            names.add(f"{module}.{qualname}")
+        elif name in ("STACK_GLOBAL", "GLOBAL"):
+            names.add(_stack_global_name(pushed) if name == "STACK_GLOBAL" else _global_name(argument, protocol))
             pushed.append(None)
         elif name == "STOP":
             break
