@@ -99,7 +99,7 @@ class SCLModelOutput(ModelOutput):
     attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
         The text stream's self-attention weights, one per fusion layer, of shape
         `(batch_size, num_heads, text_length, text_length)`. Each of the four attentions of a fusion layer has its
-        own field, so that the tensors of a field share one shape:
+        own field (below), so that the tensors of a field share one shape.
     cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
         The text stream's cross-attention weights (text queries, image keys), one per fusion layer, of shape
         `(batch_size, num_heads, text_length, image_length)`.
