@@ -109,7 +109,6 @@ class SCLModelTester:
         self.is_training = True
         self.vocab_size = VOCAB
         self.hidden_size = HIDDEN
-        self.num_hidden_layers = LAYERS  # fusion layers
         self.num_attention_heads = HEADS
         self.image_size = IMAGE
         self.patch_size = PATCH
@@ -117,10 +116,15 @@ class SCLModelTester:
         self.text_model_tester = SCLTextModelTester(parent, batch_size, seq_length)
         self.vision_model_tester = SCLVisionModelTester(parent, batch_size)
         self.video_model_tester = SCLVisionModelTester(parent, batch_size, num_frames=2)
+        # NLVR2 fuses the text with each of its two images and returns both fusions' states, left then right.
+        fusions = images_per_sample or 1
+        fusion_layers = self.get_config().num_fusion_layers
+        # `attentions` holds the text stream's self-attention, one per fusion layer (the other three attentions of a
+        # layer have fields of their own); the mixin caps this count at 2, so NLVR2's tester has one fusion layer.
+        self.num_hidden_layers = fusions * fusion_layers
         # The fusion's `hidden_states`: the text stream's input and each text layer's output, then the same for the
-        # image stream (the towers' own states are in `text_model_output` / `vision_model_output`); NLVR2 fuses the
-        # text with each of its two images and returns both fusions' states, left then right.
-        self.expected_num_hidden_layers = (images_per_sample or 1) * 2 * (LAYERS + 1)
+        # image stream (the towers' own states are in `text_model_output` / `vision_model_output`).
+        self.expected_num_hidden_layers = fusions * 2 * (fusion_layers + 1)
         self.encoder_seq_length = self.key_length = seq_length  # the first attention is the text stream's
 
     @property
@@ -334,7 +338,7 @@ class SCLForImagesAndTextClassificationTest(SCLModelTestBase, unittest.TestCase)
     all_model_classes = (SCLForImagesAndTextClassification,)
 
     def setUp(self):
-        self.model_tester = SCLModelTester(self, images_per_sample=2)
+        self.model_tester = SCLModelTester(self, images_per_sample=2, config_overrides={"num_fusion_layers": 1})
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels)

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, RobertaConfig, RobertaModel
 
-from transformers_scl import SCLConfig, SCLModel, SCLVisionModel
+from transformers_scl import SCLConfig, SCLForImagesAndTextClassification, SCLModel, SCLVisionModel
 
 # ---------------------------------------------------------------------------------------------------------------------
 # helpers
@@ -280,12 +280,47 @@ def test_hidden_states_and_attentions_are_flat_with_the_towers_in_their_outputs(
     assert len(out.text_model_output.attentions) == 2 and out.text_model_output.attentions[0].shape == (2, 4, 7, 7)
     vision_att = out.vision_model_output.attentions
     assert len(vision_att) == 2 and vision_att[0].shape == (2 * 2, 4, 17, 17)
-    assert all(isinstance(weights, torch.Tensor) for weights in out.attentions) and len(out.attentions) == 4 * 2
-    text_self, text_cross, image_self, image_cross = out.attentions[::2]
-    assert text_self.shape == (2, 4, 7, 7) and text_cross.shape == (2, 4, 7, 34)
-    assert image_self.shape == (2, 4, 34, 34) and image_cross.shape == (2, 4, 34, 7)
+    # One field per attention of a fusion layer, each one tensor per layer (2 here), all of one shape.
+    expected = {
+        "attentions": (2, 4, 7, 7),  # text self-attention
+        "cross_attentions": (2, 4, 7, 34),  # text queries, image keys
+        "image_attentions": (2, 4, 34, 34),
+        "image_cross_attentions": (2, 4, 34, 7),
+    }
+    for field, shape in expected.items():
+        weights = getattr(out, field)
+        assert len(weights) == 2 and all(tensor.shape == shape for tensor in weights), field
     # padded text keys get no attention
-    assert torch.all(image_cross[1, :, :, -2:] == 0)
+    assert torch.all(out.image_cross_attentions[1][1, :, :, -2:] == 0)
+    assert torch.all(out.attentions[0][1, :, :, -2:] == 0)
+
+
+def test_nlvr2_states_and_attentions_are_the_left_fusions_then_the_right_ones():
+    torch.manual_seed(0)
+    model = SCLForImagesAndTextClassification._from_config(tiny_config(), attn_implementation="eager").eval()
+    inputs = make_inputs()
+    pair = torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], dim=1)
+    with torch.no_grad():
+        out = model(**{**inputs, "pixel_values": pair}, output_hidden_states=True, output_attentions=True)
+        sides = [
+            model.scl(
+                **{**inputs, "pixel_values": pair[:, side]},
+                image_token_type_idx=side + 1,
+                output_hidden_states=True,
+                output_attentions=True,
+            )
+            for side in range(2)
+        ]
+    for field in ("hidden_states", "attentions", "cross_attentions", "image_attentions", "image_cross_attentions"):
+        expected = getattr(sides[0], field) + getattr(sides[1], field)
+        assert len(getattr(out, field)) == len(expected), field
+        for actual, reference in zip(getattr(out, field), expected):
+            torch.testing.assert_close(actual, reference)
+    # indices select from the head's flat `hidden_states` (12 here), not from each fusion's
+    with torch.no_grad():
+        selected = model(**{**inputs, "pixel_values": pair}, output_hidden_states=[1, -1]).hidden_states
+    assert len(selected) == 12 and [i for i, state in enumerate(selected) if state is not None] == [1, 11]
+    torch.testing.assert_close(selected[11], out.hidden_states[11])
 
 
 def test_selected_hidden_state_indices_select_fusion_states_not_roberta_layers():

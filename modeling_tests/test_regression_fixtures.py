@@ -2,8 +2,8 @@
 
 `fixtures/make_fixtures.py`, run at eeec6b7, stored tiny fp32 weights, fixed inputs (masks, ITM labels and negatives,
 patch-keep indices) and every output, loss and gradient of each model class. Each test recomputes one group with the
-current code and compares at atol 1e-6. Where the output layout changed on purpose (flat `hidden_states` /
-`attentions`), the test maps the stored tensors to the new positions and compares the same tensors.
+current code and compares at atol 1e-6. Where the output layout changed on purpose (flat `hidden_states`, a
+field per fusion attention), the test maps the stored tensors to the new positions and compares the same tensors.
 """
 
 import os
@@ -101,14 +101,17 @@ def old_layout(out, kind):
 
     eeec6b7: `hidden_states` = (text tower, vision tower, text fusion stream, image fusion stream) and `attentions` =
     (text tower, vision tower, text self, text cross, image self, image cross), each a tuple. Now the towers' are in
-    `text_model_output` / `vision_model_output` and the fusion's are flat: for `hidden_states` the text stream's
-    N + 1 states then the image stream's; for `attentions` the four kinds, N layers each, in the order above.
+    `text_model_output` / `vision_model_output`; the fusion's `hidden_states` are flat, the text stream's N + 1
+    states then the image stream's, and its four attentions have a field each, in the order above: `attentions`,
+    `cross_attentions`, `image_attentions`, `image_cross_attentions`.
     """
     towers = [list(getattr(out.text_model_output, kind)), list(getattr(out.vision_model_output, kind))]
-    flat = list(getattr(out, kind))
-    groups = 2 if kind == "hidden_states" else 4
-    size = len(flat) // groups
-    return towers + [flat[i * size : (i + 1) * size] for i in range(groups)]
+    if kind == "attentions":
+        fields = ("attentions", "cross_attentions", "image_attentions", "image_cross_attentions")
+        return towers + [list(getattr(out, field)) for field in fields]
+    flat = list(out.hidden_states)
+    size = len(flat) // 2
+    return towers + [flat[:size], flat[size:]]
 
 
 @pytest.mark.parametrize("case", ["pretraining_image", "pretraining_video"])

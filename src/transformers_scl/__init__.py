@@ -34,6 +34,7 @@ from .modeling_scl import (
     SCLModel,
     SCLModelOutput,
     SCLPreTrainedModel,
+    SCLSequenceClassifierOutput,
     SCLVisionModel,
     SCLVisionModelOutput,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "SCLModel",
     "SCLModelOutput",
     "SCLPreTrainedModel",
+    "SCLSequenceClassifierOutput",
     "SCLVisionConfig",
     "SCLVisionModel",
     "SCLVisionModelOutput",

@@ -97,8 +97,18 @@ class SCLModelOutput(ModelOutput):
         (`num_fusion_layers + 1` tensors of shape `(batch_size, text_length, hidden_size)`), then the same for the
         image stream. The towers' own hidden states are in `text_model_output` / `vision_model_output`.
     attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-        The fusion layers' attention weights, flat, `num_fusion_layers` each of: text self-attention, text
-        cross-attention (to the image), image self-attention, image cross-attention (to the text).
+        The text stream's self-attention weights, one per fusion layer, of shape
+        `(batch_size, num_heads, text_length, text_length)`. Each of the four attentions of a fusion layer has its
+        own field (below), so that the tensors of a field share one shape.
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The text stream's cross-attention weights (text queries, image keys), one per fusion layer, of shape
+        `(batch_size, num_heads, text_length, image_length)`.
+    image_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The image stream's self-attention weights, one per fusion layer, of shape
+        `(batch_size, num_heads, image_length, image_length)`.
+    image_cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The image stream's cross-attention weights (image queries, text keys), one per fusion layer, of shape
+        `(batch_size, num_heads, image_length, text_length)`.
     text_model_output ([`~modeling_outputs.BaseModelOutput`], *optional*):
         The text tower's output (with its `hidden_states` / `attentions` when asked); `None` when `text_embeds` were
         given.
@@ -114,6 +124,9 @@ class SCLModelOutput(ModelOutput):
     patch_keep_indices: torch.LongTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_model_output: ModelOutput | None = None
     vision_model_output: ModelOutput | None = None
 
@@ -128,7 +141,7 @@ class SCLFusionOutput(ModelOutput):
         Output of the last text co-attention layer.
     image_features (`torch.FloatTensor` of shape `(batch_size, image_length, hidden_size)`):
         Output of the last image co-attention layer.
-    hidden_states / attentions:
+    hidden_states / attentions / cross_attentions / image_attentions / image_cross_attentions:
         As in [`SCLModelOutput`].
     """
 
@@ -136,6 +149,32 @@ class SCLFusionOutput(ModelOutput):
     image_features: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# The fusion's four attention fields, in the order of the weights an `SCLCrossLayer` pair returns.
+FUSION_ATTENTION_FIELDS = ("attentions", "cross_attentions", "image_attentions", "image_cross_attentions")
+
+
+@dataclass
+class SCLSequenceClassifierOutput(SequenceClassifierOutput):
+    r"""
+    The output of the VQA and NLVR2 heads: [`~modeling_outputs.SequenceClassifierOutput`] with the fusion's states.
+
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Classification loss.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Classification scores (before sigmoid / softmax).
+    hidden_states / attentions / cross_attentions / image_attentions / image_cross_attentions:
+        As in [`SCLModelOutput`]; NLVR2 fuses the text with each image, so each field holds the left image's fusion
+        tensors, then the right image's.
+    """
+
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -648,7 +687,7 @@ class SCLFusionEncoder(nn.Module):
         **kwargs,
     ) -> SCLFusionOutput:
         text_mask, image_mask = self.masks(text, image, attention_mask)
-        text_states, image_states, weights = [text], [image], []
+        text_states, image_states, weights = [text], [image], []  # weights: one 4-tuple per layer
         for text_layer, image_layer in zip(self.text_layers, self.image_layers):
             new_text, text_self, text_cross = text_layer(text, image, text_mask, None, **kwargs)
             image, image_self, image_cross = image_layer(image, text, None, image_mask, **kwargs)
@@ -661,7 +700,10 @@ class SCLFusionEncoder(nn.Module):
             image_features=image,
             # Two streams: transformers' output recorder keeps one list per key, so the streams are collected here.
             hidden_states=tuple(text_states + image_states) if output_hidden_states else None,
-            attentions=tuple(w for kind in zip(*weights) for w in kind) if output_attentions else None,
+            **{
+                field: tuple(kind) if output_attentions else None
+                for field, kind in zip(FUSION_ATTENTION_FIELDS, zip(*weights))
+            },
         )
 
 
@@ -1016,7 +1058,7 @@ class SCLModel(SCLPreTrainedModel):
             text_embeds=text_embeds,
             image_embeds=image_embeds,
             hidden_states=_select_hidden_states(fused.hidden_states, output_hidden_states),
-            attentions=fused.attentions,
+            **{field: getattr(fused, field) for field in FUSION_ATTENTION_FIELDS},
         )
 
     @can_return_tuple
@@ -1644,9 +1686,9 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
         labels: torch.FloatTensor | None = None,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | list[int] | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ) -> SCLSequenceClassifierOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
             VQA soft score of every answer (0, 0.3, 0.6, 0.9 or 1), e.g. from `SCLVQACollator`.
@@ -1683,11 +1725,11 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
                 )
             # spec §3.1: BCE summed over the answers and averaged over the batch (ViLT/BAN convention).
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
-        return SequenceClassifierOutput(
+        return SCLSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=None if outputs is None else outputs.hidden_states,
-            attentions=None if outputs is None else outputs.attentions,
+            **{field: None if outputs is None else getattr(outputs, field) for field in FUSION_ATTENTION_FIELDS},
         )
 
 
@@ -1741,17 +1783,18 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
         labels: torch.LongTensor | None = None,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | list[int] | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ) -> SCLSequenceClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 2, 3, height, width)`, or a pair of `(batch_size, 3, height, width)` tensors):
             The left and right image of each example.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             1 if the statement is true of the image pair, else 0.
 
-        `hidden_states` / `attentions` of the output are flat: the left image's fusion `hidden_states` /
-        `attentions` (as in [`SCLModelOutput`]), then the right image's.
+        `hidden_states` and the attention fields of the output are flat: the left image's fusion tensors (as in
+        [`SCLModelOutput`]), then the right image's. A list of indices as `output_hidden_states` selects from that
+        flat `hidden_states`.
         """
         output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         images = self._image_pair(pixel_values)
@@ -1775,7 +1818,7 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
                     attention_mask,
                     image_token_type_idx=side + 1,
                     output_attentions=output_attentions,
-                    output_hidden_states=output_hidden_states,
+                    output_hidden_states=bool(output_hidden_states),
                     **kwargs,
                 )
                 for side in range(2)
@@ -1792,11 +1835,15 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels.view(-1).to(logits.device))
-        return SequenceClassifierOutput(
+        hidden_states = fused[0].hidden_states + fused[1].hidden_states if output_hidden_states else None
+        return SCLSequenceClassifierOutput(
             loss=loss,
             logits=logits,
-            hidden_states=fused[0].hidden_states + fused[1].hidden_states if output_hidden_states else None,
-            attentions=fused[0].attentions + fused[1].attentions if output_attentions else None,
+            hidden_states=_select_hidden_states(hidden_states, output_hidden_states),
+            **{
+                field: getattr(fused[0], field) + getattr(fused[1], field) if output_attentions else None
+                for field in FUSION_ATTENTION_FIELDS
+            },
         )
 
 
@@ -2028,6 +2075,7 @@ __all__ = [
     "SCLModel",
     "SCLModelOutput",
     "SCLPreTrainedModel",
+    "SCLSequenceClassifierOutput",
     "SCLVisionModel",
     "SCLVisionModelOutput",
     "SCLForPreTraining",

@@ -76,13 +76,27 @@ class _UpgradeOnLoad(ConversionOps):
         return _KeepAsSaved()
 
 
+# The classes with an ITC head, the only ones that hold `itc_temperature`.
+ITC_CLASSES = ("SCLForPreTraining", "SCLForImageTextRetrieval", "SCLForZeroShotImageClassification")
+
+
 def register_checkpoint_upgrades():
-    """Let `from_pretrained` of every SCL model class apply the upgrade step (idempotent)."""
-    converters = [
-        WeightConverter(source_patterns=TEMPERATURE, target_patterns=TEMPERATURE, operations=[_UpgradeOnLoad()]),
-        WeightConverter(source_patterns=TOKEN_TYPES, target_patterns=TOKEN_TYPES, operations=[_UpgradeOnLoad()]),
-    ]
-    register_checkpoint_conversion_mapping("scl", converters, overwrite=True)
+    """Let `from_pretrained` of every SCL model class apply the upgrade step (idempotent).
+
+    transformers looks a model's converters up by class name first, then by `model_type`, for the model and for each
+    `PreTrainedModel` inside it. The token-type converter is registered for `model_type` "scl", so it reaches the
+    `SCLModel` of every class (once: the heads register no class-specific table converter). The temperature converter
+    is registered only for the classes with an ITC head: a converter must match a key of the model it is given to.
+    """
+    token_types = WeightConverter(
+        source_patterns=TOKEN_TYPES, target_patterns=TOKEN_TYPES, operations=[_UpgradeOnLoad()]
+    )
+    register_checkpoint_conversion_mapping("scl", [token_types], overwrite=True)
+    for class_name in ITC_CLASSES:
+        temperature = WeightConverter(
+            source_patterns=TEMPERATURE, target_patterns=TEMPERATURE, operations=[_UpgradeOnLoad()]
+        )
+        register_checkpoint_conversion_mapping(class_name, [temperature], overwrite=True)
 
 
 __all__ = ["register_checkpoint_upgrades", "upgrade_state_dict", "upgrade_temperature", "upgrade_token_types"]
