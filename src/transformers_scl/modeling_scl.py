@@ -1331,6 +1331,21 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         self._add_itc_heads(config)
         self.post_init()
 
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_score.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        # The MLM bias is a separate parameter (the reference's layout, spec §6.2), so `resize_token_embeddings`
+        # does not see it: follow the decoder's new vocabulary, keeping the old rows and zeros for new tokens.
+        self.mlm_score.decoder = new_embeddings
+        old_bias = self.mlm_score.bias
+        vocab_size = new_embeddings.out_features
+        if old_bias.shape[0] != vocab_size:
+            bias = old_bias.new_zeros(vocab_size)
+            kept = min(vocab_size, old_bias.shape[0])
+            bias[:kept] = old_bias.detach()[:kept]
+            self.mlm_score.bias = nn.Parameter(bias, requires_grad=old_bias.requires_grad)
+
     @can_return_tuple
     def forward(
         self,
