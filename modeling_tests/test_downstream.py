@@ -413,7 +413,12 @@ def test_zero_shot_model_builds_no_fusion_and_loads_full_checkpoints_ignoring_it
     pretraining = SCLForPreTraining(tiny_config()).eval()
     pretraining.save_pretrained(tmp_path / "pretraining")
     pretraining.scl.save_pretrained(tmp_path / "base")
-    fusion = ("token_type_embeddings", "cross_modal_text_layers", "cross_modal_image_layers", "cross_modal_text_pooler")
+    fusion = (
+        "token_type_embeddings",
+        "cross_modal_text_layers",
+        "cross_modal_image_layers",
+        "cross_modal_text_pooler",
+    )
     input_ids, attention_mask = text_batch(batch_size=2)
     pixel_values = images(2, 3, 32, 32)
     text = pretraining.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
