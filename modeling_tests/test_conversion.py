@@ -437,6 +437,11 @@ def test_pretraining_checkpoint_converts_for_zero_shot_classification_keeping_th
     assert type(result.model).__name__ == "SCLForZeroShotImageClassification"
     assert torch.equal(converted["itc_image_projection.3.weight"], state["vision_proj.3.weight"])
     assert result.dropped["itm_score.fc.bias"] == "ITM head, not part of SCLForZeroShotImageClassification"
+    # ITC never runs the fusion layers, so the zero-shot model does not build them.
+    fusion = {key for key, reason in result.dropped.items() if reason.startswith("fusion layers, not part of")}
+    assert "token_type_embeddings.weight" in fusion and "cross_modal_text_pooler.dense.weight" in fusion
+    assert any(key.startswith("cross_modal_image_layers.") for key in fusion)
+    assert not any(key.startswith(("scl.token_type", "scl.cross_modal_text_layers")) for key in converted)
     assert result.verification[-1].endswith("task forward runs")
 
 

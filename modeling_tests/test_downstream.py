@@ -409,6 +409,34 @@ def test_zero_shot_image_classification_pipeline_runs_on_itc(tmp_path, tokenizer
     )
 
 
+def test_zero_shot_model_builds_no_fusion_and_loads_full_checkpoints_ignoring_it(tmp_path):
+    pretraining = SCLForPreTraining(tiny_config()).eval()
+    pretraining.save_pretrained(tmp_path / "pretraining")
+    pretraining.scl.save_pretrained(tmp_path / "base")
+    fusion = (
+        "token_type_embeddings",
+        "cross_modal_text_layers",
+        "cross_modal_image_layers",
+        "cross_modal_text_pooler",
+    )
+    input_ids, attention_mask = text_batch(batch_size=2)
+    pixel_values = images(2, 3, 32, 32)
+    text = pretraining.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    image = pretraining.get_image_features(pixel_values).pooler_output
+    for folder in ("pretraining", "base"):  # with and without the `scl.` prefix
+        model, info = SCLForZeroShotImageClassification.from_pretrained(tmp_path / folder, output_loading_info=True)
+        assert not any(name.startswith(fusion, len("scl.")) for name, _ in model.named_parameters())
+        assert {key.removeprefix("scl.").split(".")[0] for key in info["unexpected_keys"]} >= set(fusion)
+        assert not any(key.startswith("scl.") for key in info["missing_keys"]), folder
+        for name, tensor in model.scl.state_dict().items():
+            torch.testing.assert_close(tensor, pretraining.scl.state_dict()[name], msg=name)
+        if folder == "pretraining":
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+            torch.testing.assert_close(logits.logits_per_image, image @ text.t() / 0.07)
+    with pytest.raises(ValueError, match="add_fusion_layers=False"):
+        model.scl.fuse(torch.zeros(1, 3, 32), torch.zeros(1, 17, 32))
+
+
 # -- ITC features and the zero-shot loss --------------------------------------------------------------------------------
 
 

@@ -248,6 +248,30 @@ def test_pretraining_model_loads_a_base_model_checkpoint(tmp_path):
     assert model.itc_temperature.item() == pytest.approx(0.07)  # a missing head is freshly initialised
 
 
+def test_resized_vocabulary_trains_mlm_on_new_tokens(tmp_path):
+    model, batch = build(pretraining_objectives=["mlm"]), make_batch()
+    old_decoder, old_bias = model.mlm_score.decoder.weight.clone(), model.mlm_score.bias.detach().clone() + 0.5
+    model.mlm_score.bias.data.copy_(old_bias)
+    model.resize_token_embeddings(410)
+    assert model.config.text_config.vocab_size == 410
+    assert model.mlm_score.decoder.weight.shape == (410, 32) and model.mlm_score.bias.shape == (410,)
+    torch.testing.assert_close(model.mlm_score.decoder.weight[:400], old_decoder)  # untied: kept, not copied over
+    torch.testing.assert_close(model.mlm_score.bias[:400], old_bias)
+    assert torch.all(model.mlm_score.bias[400:] == 0)
+
+    batch["mlm_labels"][0, 2] = 405  # new tokens as an MLM label and in the masked text
+    batch["mlm_input_ids"][0, 1] = 406
+    output = model(**batch)
+    assert output.mlm_logits.shape[-1] == 410
+    output.loss.backward()
+    assert model.mlm_score.bias.grad[405] != 0 and model.get_input_embeddings().weight.grad[406].abs().sum() > 0
+
+    model.save_pretrained(tmp_path)  # the reference's keys stay: `mlm_score.decoder.weight` and `mlm_score.bias`
+    reloaded, info = SCLForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    torch.testing.assert_close(reloaded.mlm_score.bias, model.mlm_score.bias)
+
+
 def test_checkpoint_attribute_names_are_fixed():
     names = {name.split(".")[0] for name in build().state_dict()}
     assert names == {"scl", "mlm_score", "itm_score", "itc_text_projection", "itc_image_projection", "itc_temperature"}

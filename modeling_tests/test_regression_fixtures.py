@@ -205,6 +205,18 @@ def test_retrieval_gallery_reranking(weights, expected):
 
 
 def test_zero_shot_logits(weights, expected):
+    # The fixture was saved with the fusion layers, which the zero-shot model no longer builds (ITC never runs them).
+    fusion = tuple(
+        f"scl.{name}."
+        for name in (
+            "token_type_embeddings",
+            "cross_modal_text_layers",
+            "cross_modal_image_layers",
+            "cross_modal_text_pooler",
+            "cross_modal_image_pooler",
+        )
+    )
+    weights = {k: v for k, v in weights.items() if not k.removeprefix("zero_shot.").startswith(fusion)}
     model = load_model(weights, "zero_shot", SCLForZeroShotImageClassification)
     with torch.no_grad():
         image = model(**text_inputs(expected), pixel_values=expected["input.pixel_values"])

@@ -947,14 +947,24 @@ class SCLModel(SCLPreTrainedModel):
 
     `forward` encodes the text, encodes the image or video, fuses and pools. `encode_text`, `encode_image` and `fuse`
     expose the stages, so that a task can encode each input once and fuse it many times.
+
+    `add_fusion_layers=False` builds the two towers and their cross-modal transforms only (as `add_pooling_layer`
+    in BERT): the encoder of a task that never fuses (zero-shot ITC). Loading a full checkpoint into it reports the
+    fusion weights as unexpected keys and ignores them.
     """
 
-    def __init__(self, config: SCLConfig):
+    def __init__(self, config: SCLConfig, add_fusion_layers: bool = True):
         super().__init__(config)
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         self.vision_model = SCLVisionModel(config.vision_config)
         self.cross_modal_text_transform = nn.Linear(config.text_config.hidden_size, config.hidden_size)
         self.cross_modal_image_transform = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
+        object.__setattr__(self, "fusion", None)
+        if add_fusion_layers:
+            self._add_fusion_layers(config)
+        self.post_init()
+
+    def _add_fusion_layers(self, config: SCLConfig):
         self.token_type_embeddings = nn.Embedding(config.num_token_types, config.hidden_size)
         fusion = SCLFusionEncoder(config)
         # The encoder runs the layers; SCLModel registers them under the reference checkpoints' names
@@ -964,7 +974,6 @@ class SCLModel(SCLPreTrainedModel):
         object.__setattr__(self, "fusion", fusion)
         self.cross_modal_text_pooler = SCLPooler(config)
         self.cross_modal_image_pooler = SCLPooler(config)
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_model.get_input_embeddings()
@@ -1036,6 +1045,8 @@ class SCLModel(SCLPreTrainedModel):
         `text_embeds` `(B, L, H)` and `image_embeds` `(B, F(1+N), H)` are the `text_embeds` / `image_embeds` of an
         earlier output (or of `encode_text` / `encode_image`); `attention_mask` `(B, L)` masks the text padding.
         """
+        if self.fusion is None:
+            raise ValueError("This SCLModel was built with `add_fusion_layers=False`: it encodes but cannot fuse.")
         if text_embeds.dim() != 3 or image_embeds.dim() != 3:
             raise ValueError(
                 f"`text_embeds` and `image_embeds` must be (batch, length, hidden); got {tuple(text_embeds.shape)} "
@@ -1371,6 +1382,21 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         self.itm_score = SCLITMHead(config)
         self._add_itc_heads(config)
         self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_score.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        # The MLM bias is a separate parameter (the reference's layout, spec §6.2), so `resize_token_embeddings`
+        # does not see it: follow the decoder's new vocabulary, keeping the old rows and zeros for new tokens.
+        self.mlm_score.decoder = new_embeddings
+        old_bias = self.mlm_score.bias
+        vocab_size = new_embeddings.out_features
+        if old_bias.shape[0] != vocab_size:
+            bias = old_bias.new_zeros(vocab_size)
+            kept = min(vocab_size, old_bias.shape[0])
+            bias[:kept] = old_bias.detach()[:kept]
+            self.mlm_score.bias = nn.Parameter(bias, requires_grad=old_bias.requires_grad)
 
     @can_return_tuple
     def forward(
@@ -2017,13 +2043,15 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
 class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedModel):
     r"""ITC only: cosine similarity / `itc_temperature` of every image (or video) with every text (spec §2.3).
 
-    The model of `pipeline("zero-shot-image-classification")`, which reads `logits_per_image`. It loads the ITC heads
-    of a pre-training or retrieval checkpoint; the fusion layers are kept for checkpoint compatibility but not run.
+    The model of `pipeline("zero-shot-image-classification")`, which reads `logits_per_image`. It holds the towers,
+    their cross-modal transforms and the ITC heads, under the keys of every SCL checkpoint, so it loads a pre-training
+    or retrieval checkpoint; the fusion layers, which ITC never runs, are not built, and loading reports their weights
+    as unexpected keys (as CLIPModel does for a bigger checkpoint).
     """
 
     def __init__(self, config: SCLConfig):
         super().__init__(config)
-        self.scl = SCLModel(config)
+        self.scl = SCLModel(config, add_fusion_layers=False)
         self._add_itc_heads(config)
         self.post_init()
 

@@ -67,6 +67,12 @@ HEAD_PREFIXES: dict[str, str] = {
     "vqa_classifier.": "VQA classifier",
     "nlvr2_classifier.": "NLVR2 classifier",
     "rank_output.": "retrieval rank head",
+    # The fusion stage of a task model; SCLForZeroShotImageClassification is built without it.
+    "scl.token_type_embeddings.": "fusion layers",
+    "scl.cross_modal_text_layers.": "fusion layers",
+    "scl.cross_modal_image_layers.": "fusion layers",
+    "scl.cross_modal_text_pooler.": "fusion layers",
+    "scl.cross_modal_image_pooler.": "fusion layers",
 }
 
 
