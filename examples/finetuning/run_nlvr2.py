@@ -36,7 +36,7 @@ from finetuning_utils import (
     train_image_transform,
     use_randaugment,
 )
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, set_seed
 
 from transformers_scl.data import (
     SCLDataCollator,
@@ -264,6 +264,7 @@ def main(args: list[str] | None = None) -> dict:
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
     setup_logging(training_args, logger)
+    set_seed(training_args.seed)  # before the model is built: new heads start from the same weights every run
 
     seed, cache_dir = training_args.seed, model_args.cache_dir
     train = truncate(load_split(data_args, "train", seed, cache_dir), data_args.max_train_samples)

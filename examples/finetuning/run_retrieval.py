@@ -34,7 +34,7 @@ from finetuning_utils import (
     use_randaugment,
 )
 from torch.utils.data import DataLoader
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, set_seed
 
 from transformers_scl.data import (
     MediaTextTransform,
@@ -236,6 +236,7 @@ def main(args: list[str] | None = None) -> dict:
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
     setup_logging(training_args, logger)
+    set_seed(training_args.seed)  # before the model is built: new heads start from the same weights every run
     modality = data_args.modality
 
     overrides = {"num_retrieval_negatives": training_args.num_negatives}

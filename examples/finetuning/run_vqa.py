@@ -39,7 +39,7 @@ from finetuning_utils import (
     train_image_transform,
     use_randaugment,
 )
-from transformers import HfArgumentParser, Trainer
+from transformers import HfArgumentParser, Trainer, set_seed
 
 from transformers_scl.data import (
     MediaTextTransform,
@@ -306,6 +306,7 @@ def main(args: list[str] | None = None) -> dict:
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
     setup_logging(training_args, logger)
+    set_seed(training_args.seed)  # before the model is built: new heads start from the same weights every run
 
     train, validation, vocabulary = load_data(data_args, model_args, training_args)
     train = truncate(train, data_args.max_train_samples)
