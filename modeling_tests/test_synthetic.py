@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from datasets import Image
 
 from transformers_scl.data import (
     SYNTHETIC_VQA_ANSWERS,
@@ -15,7 +16,15 @@ from transformers_scl.data import (
     make_synthetic_vqa,
     render_video,
 )
-from transformers_scl.data.synthetic import BACKGROUND, CELL_PHRASES, COLORS, DIRECTIONS, SHAPES
+from transformers_scl.data.synthetic import (
+    BACKGROUND,
+    CELL_PHRASES,
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    _scene_key,
+    render_image,
+)
 
 SIZE = 64
 CELL = SIZE / 3
@@ -166,6 +175,20 @@ def test_held_out_split_shares_no_scene_with_train():
     test_images = {np.array(image).tobytes() for image in splits["test"]["image"]}
     assert len(train_images) == len(test_images) == 400  # no duplicate image within a split either
     assert not train_images & test_images
+
+
+def test_a_scene_described_from_either_object_is_one_scene():
+    # "A left of B" and "B right of A" are the same picture: the no-repeat check and the split must see one scene.
+    objects = next(row["objects"] for row in make_synthetic_image_text(50, seed=0) if len(row["objects"]) >= 2)
+    swapped = [objects[1], objects[0], *objects[2:]]
+    assert np.array_equal(render_image(objects, SIZE), render_image(swapped, SIZE))
+    assert _scene_key(swapped) == _scene_key(objects)
+
+
+@pytest.mark.slow
+def test_ten_thousand_scenes_are_ten_thousand_different_images():
+    data = make_synthetic_image_text(10_000, seed=5).cast_column("image", Image(decode=False))
+    assert len({image["bytes"] for image in data["image"]}) == 10_000
 
 
 @pytest.mark.slow

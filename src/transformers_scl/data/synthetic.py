@@ -218,7 +218,9 @@ def _sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) -
 
 
 def _scene_key(objects: list[dict]) -> tuple:
-    return tuple((o["shape"], o["color"], o["x"], o["y"], o["size"]) for o in objects)
+    """What the picture shows, whatever the order the objects are described in: "A left of B" and "B right of A"
+    render the same image, so they must count as one scene (for no repeats, and for the train / test split)."""
+    return tuple(sorted((o["shape"], o["color"], o["x"], o["y"], o["size"]) for o in objects))
 
 
 def _name(obj: dict) -> str:
