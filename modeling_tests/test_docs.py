@@ -137,3 +137,32 @@ def test_no_file_refers_to_documents_outside_the_repository():
             for match in re.finditer(re.escape(reference), text):
                 offenders.append(f"{path.relative_to(REPO)}:{text.count(chr(10), 0, match.start()) + 1}: {reference}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_every_forward_argument_is_documented_for_auto_docstring():
+    # `@auto_docstring` prints an "[ERROR]" line at import for each forward argument its docstring leaves out; the
+    # generated docs would then silently lack that argument.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import transformers_scl.modeling_scl"], capture_output=True, text=True, check=True
+    )
+    assert "[ERROR]" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+    from transformers_scl import modeling_scl
+
+    public_heads = [
+        modeling_scl.SCLVisionModel,
+        modeling_scl.SCLModel,
+        modeling_scl.SCLForPreTraining,
+        modeling_scl.SCLForQuestionAnswering,
+        modeling_scl.SCLForImagesAndTextClassification,
+        modeling_scl.SCLForImageTextRetrieval,
+        modeling_scl.SCLForZeroShotImageClassification,
+    ]
+    for head in public_heads:
+        doc = head.forward.__doc__
+        assert "Args:" in doc and "Returns:" in doc, head.__name__
+        if head is not modeling_scl.SCLVisionModel:  # transformers' own text for the arguments we leave to it
+            assert "Mask to avoid performing attention on padding token indices" in doc, head.__name__

@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, logging
+from transformers.utils import TransformersKwargs, auto_docstring, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -167,9 +167,17 @@ class SCLSequenceClassifierOutput(SequenceClassifierOutput):
         Classification loss.
     logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
         Classification scores (before sigmoid / softmax).
-    hidden_states / attentions / cross_attentions / image_attentions / image_cross_attentions:
-        As in [`SCLModelOutput`]; NLVR2 fuses the text with each image, so each field holds the left image's fusion
-        tensors, then the right image's.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The fusion streams' states, as in [`SCLModelOutput`]. NLVR2 fuses the text with each image, so this and the
+        attention fields hold the left image's fusion tensors, then the right image's.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The text stream's self-attention weights, one per fusion layer (as in [`SCLModelOutput`]).
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The text stream's cross-attention weights, one per fusion layer.
+    image_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The image stream's self-attention weights, one per fusion layer.
+    image_cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        The image stream's cross-attention weights, one per fusion layer.
     """
 
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -891,6 +899,7 @@ class SCLVisionModel(SCLPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
+    @auto_docstring
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -911,6 +920,8 @@ class SCLVisionModel(SCLPreTrainedModel):
         mask_ratio (`float`, *optional*):
             Drop this fraction of patches, sampled with `generator` (SCL uses 0.8, spec §1.2). Ignored if
             `patch_keep_indices` is given.
+        generator (`torch.Generator`, *optional*):
+            Source of the patches `mask_ratio` drops.
         """
         video = self._as_video(pixel_values, pixel_values_videos)
         batch_size, num_frames, _, height, width = video.shape
@@ -1073,6 +1084,7 @@ class SCLModel(SCLPreTrainedModel):
         )
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -1104,8 +1116,12 @@ class SCLModel(SCLPreTrainedModel):
             Frames behind `image_embeds` (defaults to 1). Inferred from the pixels otherwise.
         image_token_type_idx (`int`, *optional*, defaults to 1):
             Token-type row added to the image tokens (NLVR2 uses 1 and 2).
-        patch_keep_indices / image_mask_ratio / generator:
-            Patch dropping of the image (see [`SCLVisionModel.forward`]).
+        patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
+            Patch positions to keep in every frame (patch dropping; see [`SCLVisionModel.forward`]).
+        image_mask_ratio (`float`, *optional*):
+            Drop this fraction of the patches instead, sampled with `generator`.
+        generator (`torch.Generator`, *optional*):
+            Source of the patches `image_mask_ratio` drops.
         output_hidden_states (`bool` or `list[int]`, *optional*):
             Return the fusion streams' hidden states (and the towers' in `text_model_output` / `vision_model_output`);
             a list of indices keeps only those entries of the flat `hidden_states` (the others are `None`) and asks
@@ -1399,6 +1415,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
             self.mlm_score.bias = nn.Parameter(bias, requires_grad=old_bias.requires_grad)
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -1417,17 +1434,27 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         **kwargs,
     ) -> SCLForPreTrainingOutput:
         r"""
-        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): the complete captions.
-        mlm_input_ids / mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
-            MLM-masked captions (15%, 80/10/10; spec §2.1) and the original ids there (-100 elsewhere). For `"mlm"`.
+        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+            The complete captions.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images (an image is a 1-frame video), e.g. from [`SCLProcessor`].
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
+            Videos, at most `vision_config.max_frames` frames. Pass either `pixel_values` or `pixel_values_videos`.
+        mlm_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            MLM-masked captions (15%, 80/10/10; spec §2.1). For `"mlm"`.
+        mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            The original ids at the masked positions of `mlm_input_ids`, -100 elsewhere.
         mlsc_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
             Captions with up to 40% of the real tokens masked (spec §2.4). For `"mlsc"` and `"mvsc"`.
-        itm_labels / itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            1 pairs a text with its own image, 0 with the image at its negative index (another row). Sampled if not
+        itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            1 pairs a text with its own image, 0 with the image at its `itm_negative_indices` entry. Sampled if not
             given (half positive; negatives from ITC similarities when `config.itm_hard_negatives`).
+        itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            The batch row of each text's negative image (read where `itm_labels` is 0).
         patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
             Patches kept in the masked image; sampled with `config.image_mask_ratio` if not given.
-        generator (`torch.Generator`, *optional*): source of every random draw of this forward.
+        generator (`torch.Generator`, *optional*):
+            Source of every random draw of this forward.
         return_loss (`bool`, *optional*, defaults to `True`):
             Compute `loss` and `loss_info` (the semantic-completion passes, which only produce losses, need it).
         """
@@ -1703,6 +1730,13 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
         self.post_init()
 
     @can_return_tuple
+    @auto_docstring(
+        custom_intro="""
+        Without `input_ids`, or when states are returned, the inputs and other keyword arguments (`text_embeds`,
+        `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`]; otherwise only `pooler_output` is computed, with
+        the last fusion layer at the CLS tokens only (`fusion_planning.pooled_fusion`).
+        """
+    )
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -1716,12 +1750,12 @@ class SCLForQuestionAnswering(SCLPreTrainedModel):
         **kwargs,
     ) -> SCLSequenceClassifierOutput:
         r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images (an image is a 1-frame video), e.g. from [`SCLProcessor`].
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
+            Videos, at most `vision_config.max_frames` frames. Pass either `pixel_values` or `pixel_values_videos`.
         labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
             VQA soft score of every answer (0, 0.3, 0.6, 0.9 or 1), e.g. from `SCLVQACollator`.
-
-        Without `input_ids`, or when states are returned, the inputs and other keyword arguments (`text_embeds`,
-        `image_embeds`, `num_frames`, …) go to [`SCLModel.forward`]; otherwise only `pooler_output` is computed, with
-        the last fusion layer at the CLS tokens only (`fusion_planning.pooled_fusion`).
         """
         output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         outputs = None
@@ -1801,6 +1835,7 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
         return pixel_values
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -1817,10 +1852,10 @@ class SCLForImagesAndTextClassification(SCLPreTrainedModel):
             The left and right image of each example.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             1 if the statement is true of the image pair, else 0.
-
-        `hidden_states` and the attention fields of the output are flat: the left image's fusion tensors (as in
-        [`SCLModelOutput`]), then the right image's. A list of indices as `output_hidden_states` selects from that
-        flat `hidden_states`.
+        output_hidden_states (`bool` or `list[int]`, *optional*):
+            Return the fusion streams' hidden states: the left image's fusion tensors (as in [`SCLModelOutput`]),
+            then the right image's, in one flat tuple (the attention fields likewise). A list of indices selects
+            from that flat tuple.
         """
         output_attentions, output_hidden_states = self.output_flags(output_attentions, output_hidden_states)
         images = self._image_pair(pixel_values)
@@ -1949,6 +1984,7 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         return self.rank_output(pooled).squeeze(-1)
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -1964,6 +2000,10 @@ class SCLForImageTextRetrieval(_SCLContrastiveFeatures, SCLPreTrainedModel):
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
             Text i describes image (or video) i.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images (an image is a 1-frame video), e.g. from [`SCLProcessor`].
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
+            Videos, at most `vision_config.max_frames` frames. Pass either `pixel_values` or `pixel_values_videos`.
         negative_text_indices (`torch.LongTensor` of shape `(batch_size, num_negatives)`, *optional*):
             Batch indices of the texts each image is also ranked against. With `return_loss` and none given,
             `config.num_retrieval_negatives` per image are sampled from the other texts of the batch.
@@ -2056,6 +2096,7 @@ class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedMo
         self.post_init()
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -2069,6 +2110,10 @@ class SCLForZeroShotImageClassification(_SCLContrastiveFeatures, SCLPreTrainedMo
         r"""
         input_ids (`torch.LongTensor` of shape `(num_texts, text_length)`):
             The candidate texts (e.g. "a photo of a dog."), any number of them.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images (an image is a 1-frame video), e.g. from [`SCLProcessor`].
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
+            Videos, at most `vision_config.max_frames` frames. Pass either `pixel_values` or `pixel_values_videos`.
         return_loss (`bool`, *optional*):
             Return the ITC loss (spec §2.3), text `i` matching image `i` (as many texts as images).
         """
