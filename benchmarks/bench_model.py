@@ -14,6 +14,14 @@ resident-set growth of a fresh subprocess per variant during its training steps 
 
     python benchmarks/bench_model.py                 # "small" sizes, a few minutes on 2 CPU cores
     python benchmarks/bench_model.py --size base     # the paper's base model (use a GPU or patience)
+
+`--compare-tree DIR` times another source tree (e.g. a worktree of eeec6b7, from before the redesign, where the
+fusion routes were `fuse` options) against this one instead, side by side in one run (`compare.py`: one server
+process per tree, steps interleaved, medians, CPU and wall time): the `SCLModel` step of section 1 and the fusion
+routes of section 4, each tree through its own API, with the same weights and inputs (checked by comparing the
+pooled outputs' sums):
+
+    python benchmarks/bench_model.py --compare-tree /tmp/old-eeec6b7 --threads 1
 """
 
 import argparse
@@ -22,14 +30,23 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from types import SimpleNamespace
 
+import compare  # benchmarks/compare.py
 import torch
+from compare import timed
 from memory import resident_set_during  # benchmarks/memory.py
 from transformers import BridgeTowerConfig, BridgeTowerModel
 
 from transformers_scl import SCLConfig, SCLModel
+
+try:
+    from transformers_scl.fusion_planning import pooled_fusion
+except ModuleNotFoundError as error:  # a tree from before the redesign (`--compare-tree`): `SCLModel.fuse` options
+    if error.name != "transformers_scl.fusion_planning":
+        raise
+    pooled_fusion = None
 
 SIZES = {
     # The base architecture's proportions at a width that runs on a laptop CPU (BridgeTower needs heads = width/64).
@@ -110,15 +127,18 @@ def objective(output):
     return output.text_features.mean() + output.image_features.mean() + output.pooler_output.mean()
 
 
-def time_step(model, inputs, backward):
-    start = time.perf_counter()
+def run_step(model, inputs, backward):
     if backward:
         model.zero_grad(set_to_none=True)
         objective(model(**inputs)).backward()
     else:
         with torch.no_grad():
             model(**inputs)
-    return time.perf_counter() - start
+
+
+def time_step(model, inputs, backward):
+    """Wall-clock seconds of one step."""
+    return timed(lambda: run_step(model, inputs, backward))[0]
 
 
 def interleaved_medians(variants, repeats, backward):
@@ -155,6 +175,69 @@ def peak_memory(kind, args):
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def serve(args):
+    """Subprocess entry (`--serve`, see `compare.py`): the model with `--weights` and this process's `transformers_scl`;
+    answers each `{"job", "backward"}` with one timed step, after announcing the pooled-output sums of every job
+    (eval mode, no dropout) so that the parent can check both trees compute the same."""
+    size = SIZES[args.size]
+    scl = scl_model(size)
+    scl.load_state_dict(torch.load(args.weights))
+    inputs = make_inputs(size, args.batch, args.text_length)
+    jobs = {"SCLModel": (scl, inputs), **fusion_variants(scl, inputs)}
+    scl.eval()
+    with torch.no_grad():
+        sums = {
+            name: module(**job_inputs).pooler_output.double().sum().item()
+            for name, (module, job_inputs) in jobs.items()
+        }
+    scl.train()
+
+    def step(request):
+        wall, cpu = timed(lambda: run_step(*jobs[request["job"]], request["backward"]))
+        return {"wall": wall, "cpu": cpu}
+
+    compare.serve(step, pooler_output_sums=sums)
+
+
+def compare_trees(args):
+    """Section 1's `SCLModel` step and section 4's fusion routes, each in this tree and in `--compare-tree` (its own
+    API), with the same weights and inputs: one server process per tree, steps interleaved (medians)."""
+    torch.manual_seed(0)
+    scl = scl_model(SIZES[args.size])
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "scl.pt")
+        torch.save(scl.state_dict(), weights)
+        command = [sys.executable, __file__, "--serve", "--weights", weights, "--size", args.size]
+        command += ["--batch", str(args.batch), "--text-length", str(args.text_length)]
+        command += ["--threads", str(args.threads or 1)]
+        with compare.TreeServers(command, args.compare_tree) as servers:
+            sums = {tree: servers.ready[tree]["pooler_output_sums"] for tree in ("old", "new")}
+            requests = {
+                (job, backward): {"job": job, "backward": backward}
+                for job in sums["new"]
+                for backward in (False, True)
+            }
+            median = compare.medians(servers.interleaved(requests, args.repeats))
+
+    print("\npooler_output sums (eval mode), old / new:")
+    for job, new in sums["new"].items():
+        old = sums["old"][job]
+        agree = abs(new - old) <= 1e-4 * max(1.0, abs(old))
+        print(
+            f"  {job}: {old:.6f} / {new:.6f}"
+            + ("" if agree else "  <-- MISMATCH: the trees compute different outputs")
+        )
+    print(
+        f"\nsize {args.size}, batch {args.batch}, text length {args.text_length}, threads {args.threads or 1}; "
+        f"medians of {args.repeats} interleaved steps (old: {args.compare_tree})"
+    )
+    rows = {}
+    for job, backward in requests:
+        name = f"{job} {'forward+backward' if backward else 'forward'}"
+        rows[name] = (median[("old", (job, backward))], median[("new", (job, backward))])
+    compare.print_old_new_table(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=SIZES, default="small")
@@ -162,12 +245,23 @@ def main():
     parser.add_argument("--text-length", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--compare-tree",
+        default=None,
+        help="a source tree to time side by side with this one (e.g. `git worktree add /tmp/old-eeec6b7 eeec6b7`)",
+    )
     parser.add_argument("--memory-worker", choices=["scl", "bridgetower"])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
         return peak_memory_worker(args.memory_worker, args.size, args.batch, args.text_length)
+    if args.serve:
+        return serve(args)
+    if args.compare_tree:
+        return compare_trees(args)
 
     size = SIZES[args.size]
     print(
@@ -229,29 +323,7 @@ def main():
         print(f"{name}: cost(F=8) / cost(F=1) = {timing['F=8'] / timing['F=1']:.2f}x (linear = 8x)")
 
     print("\n## 4. pooled-output fusion of cached embeddings (SCL sdpa, median seconds)")
-    with torch.no_grad():
-        cached = scl(**image_inputs)
-    embeds = dict(
-        text_embeds=cached.text_embeds, image_embeds=cached.image_embeds, attention_mask=image_inputs["attention_mask"]
-    )
-    texts_per_image = 8
-    pairs = torch.arange(args.batch).repeat_interleave(texts_per_image)
-    candidates = dict(
-        text_embeds=cached.text_embeds.repeat(texts_per_image, 1, 1),
-        attention_mask=image_inputs["attention_mask"].repeat(texts_per_image, 1),
-    )
-    fusion = {
-        "full last layer": (PooledFusion(scl, False), embeds),
-        "CLS-only last layer": (PooledFusion(scl, True), embeds),
-        f"{texts_per_image} texts per image, repeated images": (
-            PooledFusion(scl, True),
-            dict(candidates, image_embeds=cached.image_embeds[pairs]),
-        ),
-        f"{texts_per_image} texts per image, image_index": (
-            PooledFusion(scl, True),
-            dict(candidates, image_embeds=cached.image_embeds, image_index=pairs),
-        ),
-    }
+    fusion = fusion_variants(scl, image_inputs)
     forward = interleaved_medians(fusion, args.repeats, backward=False)
     train = interleaved_medians(fusion, args.repeats, backward=True)
     print("| fusion | forward | forward+backward |\n|---|---|---|")
@@ -264,22 +336,55 @@ def main():
         )
 
 
+def fusion_variants(scl, inputs, texts_per_image=8):
+    """The fusion routes of section 4 over embeddings cached from `inputs` (eval mode, so they are deterministic):
+    name -> (module, inputs)."""
+    training = scl.training
+    with torch.no_grad():
+        cached = scl.eval()(**inputs)
+    scl.train(training)
+    embeds = dict(
+        text_embeds=cached.text_embeds, image_embeds=cached.image_embeds, attention_mask=inputs["attention_mask"]
+    )
+    batch = inputs["input_ids"].shape[0]
+    pairs = torch.arange(batch).repeat_interleave(texts_per_image)
+    candidates = dict(
+        text_embeds=cached.text_embeds.repeat(texts_per_image, 1, 1),
+        attention_mask=inputs["attention_mask"].repeat(texts_per_image, 1),
+    )
+    return {
+        "full last layer": (PooledFusion(scl, False), embeds),
+        "CLS-only last layer": (PooledFusion(scl, True), embeds),
+        f"{texts_per_image} texts per image, repeated images": (
+            PooledFusion(scl, True),
+            dict(candidates, image_embeds=cached.image_embeds[pairs]),
+        ),
+        f"{texts_per_image} texts per image, image_index": (
+            PooledFusion(scl, True),
+            dict(candidates, image_embeds=cached.image_embeds, image_index=pairs),
+        ),
+    }
+
+
 class PooledFusion(torch.nn.Module):
     """Fusion of cached embeddings read (and differentiated) through `pooler_output` only: the plain `SCLModel.fuse`,
-    or the planned route (`fusion_planning.pooled_fusion`, last layer at the CLS tokens only)."""
+    or the planned route, last layer at the CLS tokens only: `fusion_planning.pooled_fusion`, or in trees from before
+    the redesign (eeec6b7, for `--compare-tree`) `fuse(pooler_only=True, image_index=...)`."""
 
     def __init__(self, model, planned):
         super().__init__()
         self.model, self.planned = model, planned
 
     def forward(self, text_embeds, image_embeds, attention_mask, image_index=None):
-        from transformers_scl.fusion_planning import pooled_fusion
-
         text_embeds, image_embeds = text_embeds.requires_grad_(), image_embeds.requires_grad_()
-        if self.planned:
+        if not self.planned:
+            pooled = self.model.fuse(text_embeds, image_embeds, attention_mask).pooler_output
+        elif pooled_fusion is not None:
             pooled = pooled_fusion(self.model, text_embeds, image_embeds, attention_mask, image_index=image_index)
         else:
-            pooled = self.model.fuse(text_embeds, image_embeds, attention_mask).pooler_output
+            pooled = self.model.fuse(
+                text_embeds, image_embeds, attention_mask, pooler_only=True, image_index=image_index
+            ).pooler_output
         return SimpleNamespace(text_features=pooled, image_features=pooled, pooler_output=pooled)
 
 

@@ -30,7 +30,9 @@ Default sizes ("mid") keep the base model's proportions at a width that runs on 
     python benchmarks/bench_pretraining.py --size base --batch 32 --device cuda
 
 `--compare-tree DIR` times another source tree (e.g. a worktree of an older commit) against this one, side by side
-in one run, instead of the breakdown.
+in one run, instead of the breakdown (`compare.py`: one server process per tree, steps interleaved, medians):
+
+    python benchmarks/bench_pretraining.py --compare-tree /tmp/old-eeec6b7 --threads 1 --repeats 3
 """
 
 import argparse
@@ -40,7 +42,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -58,6 +59,8 @@ else:
     from transformers_scl import sample_itm_negatives, sample_patch_keep_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modeling_tests"))
+import compare  # noqa: E402  (benchmarks/compare.py)
+from compare import timed  # noqa: E402
 from memory import resident_set_during  # noqa: E402  (benchmarks/memory.py)
 from naive_pretraining import naive_pretraining_losses  # noqa: E402
 
@@ -151,17 +154,6 @@ def run_step(model: SCLForPreTraining, batch: dict, variant: str, backward: bool
             loss = model(**batch).loss
         if backward:
             loss.backward()
-
-
-def timed(job, device) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one call of `job`."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    job()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def interleaved_medians(jobs: dict, repeats, device) -> dict[str, tuple[float, float]]:
@@ -339,64 +331,51 @@ def cuda_peak_memory(model, batch, variant) -> float:
 
 
 def serve(args):
-    """Subprocess entry (`--serve`): build the model with the `transformers_scl` on `PYTHONPATH`, then for each line
-    `VARIANT 0|1` on stdin time one step (forward, or forward+backward) and answer `{"wall": s, "cpu": s}`."""
+    """Subprocess entry (`--serve`, see `compare.py`): build the model with the `transformers_scl` on `PYTHONPATH`,
+    then time one step (forward, or forward+backward) of each requested `{"variant", "backward"}`."""
     size = SIZES[args.size]
     model = build_model(size, args.device)
     batch = make_batch(size, args.batch, args.frames, args.device)
-    print(json.dumps({"ready": transformers_scl.__file__}), flush=True)
-    for line in sys.stdin:
-        variant, backward = line.strip().rsplit(" ", 1)
-        wall, cpu = timed(functools.partial(run_step, model, batch, variant, backward == "1"), args.device)
-        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+
+    def step(request):
+        wall, cpu = timed(
+            functools.partial(run_step, model, batch, request["variant"], request["backward"]), args.device
+        )
+        return {"wall": wall, "cpu": cpu}
+
+    compare.serve(step)
 
 
 def compare_trees(args):
     """This tree and `--compare-tree` (e.g. a worktree of an older commit) side by side: one server process per tree,
     the same model, batch and seeds, and steps interleaved across trees and variants (medians)."""
-    trees = {"old": str(Path(args.compare_tree) / "src"), "new": str(Path(__file__).resolve().parents[1] / "src")}
     command = [sys.executable, __file__, "--serve", "--size", args.size, "--batch", str(args.batch)]
     command += ["--threads", str(args.threads or 1), "--device", args.device]
     if args.frames:
         command += ["--frames", str(args.frames)]
-    servers = {}
-    for name, src in trees.items():
-        env = {**os.environ, "PYTHONPATH": src}
-        servers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        print(f"{name}: {json.loads(servers[name].stdout.readline())['ready']}", flush=True)
-
-    def ask(tree, variant, backward):
-        servers[tree].stdin.write(f"{variant} {int(backward)}\n")
-        servers[tree].stdin.flush()
-        return json.loads(servers[tree].stdout.readline())
-
     modes = (False, True) if args.compare_forward else (True,)
-    times = {(tree, variant, backward): [] for tree in trees for variant in VARIANTS for backward in modes}
-    for key in times:  # warm-up
-        ask(*key)
-    for index in range(args.repeats):
-        for key in times if index % 2 == 0 else reversed(list(times)):
-            times[key].append(ask(*key))
-    for server in servers.values():
-        server.stdin.close()
-        server.wait()
-    median = {
-        key: {c: statistics.median(t[c] for t in values) for c in ("wall", "cpu")} for key, values in times.items()
+    requests = {
+        (variant, backward): {"variant": variant, "backward": backward} for variant in VARIANTS for backward in modes
     }
+    with compare.TreeServers(command, args.compare_tree) as servers:
+        median = compare.medians(servers.interleaved(requests, args.repeats))
     print(
         f"\nsize {args.size}, batch {args.batch}, threads {args.threads or 1}; medians of {args.repeats} interleaved steps"
     )
-    print("| variant | old fwd+bwd CPU (s) | new fwd+bwd CPU (s) | new/old | old wall (s) | new wall (s) |")
-    print("|---|---|---|---|---|---|")
-    for variant in VARIANTS:
-        old, new = median[("old", variant, True)], median[("new", variant, True)]
-        print(
-            f"| {variant} | {old['cpu']:.3f} | {new['cpu']:.3f} | {new['cpu'] / old['cpu']:.3f} | {old['wall']:.3f} | "
-            f"{new['wall']:.3f} |"
-        )
+    compare.print_old_new_table(
+        {
+            f"{variant} {'fwd+bwd' if backward else 'forward'}": (
+                median[("old", (variant, backward))],
+                median[("new", (variant, backward))],
+            )
+            for variant in VARIANTS
+            for backward in reversed(modes)
+        },
+        title="variant",
+    )
     for clock in ("cpu", "wall"):
-        for tree in trees:
-            scl, baseline, naive = (median[(tree, variant, True)][clock] for variant in VARIANTS)
+        for tree in ("old", "new"):
+            scl, baseline, naive = (median[(tree, (variant, True))][clock] for variant in VARIANTS)
             print(
                 f"{tree} ({clock}): SCL / MLM+ITM = {scl / baseline:.3f}x, SCL / recompute-everything = "
                 f"{scl / naive:.3f}x"

@@ -17,14 +17,25 @@ points. Example (about 10-20 minutes on 2 CPU cores, most of it full ranking):
     python benchmarks/bench_retrieval.py --num-images 1000 --output bench_retrieval.json
 
 `--num-images 500 --train-seconds 60` is a quicker check.
+
+`--compare-tree DIR` times another source tree (e.g. a worktree of eeec6b7, from before the redesign) against this
+one instead: the model is trained once here and saved, then each tree's `evaluate_retrieval` (`compare.py`: one
+server process per tree, loading the saved model with its own code) ranks the same gallery, ITC only, two-stage for
+each k and full ranking, interleaved across trees (old and new run each setting back to back, the order reversed
+every other round; medians of `--repeats`). It prints old, new and new/old times and both trees' recalls, which
+must be identical (same weights, same maths), with a warning if they are not:
+
+    python benchmarks/bench_retrieval.py --num-images 1000 --compare-tree /tmp/old-eeec6b7
 """
 
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
+import compare  # benchmarks/compare.py
 import numpy as np
 import torch
 from tokenizers import ByteLevelBPETokenizer
@@ -62,6 +73,13 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-full-ranking", action="store_true", help="only the two-stage runs")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--compare-tree",
+        default=None,
+        help="a source tree to time side by side with this one (e.g. `git worktree add /tmp/old-eeec6b7 eeec6b7`)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="with --compare-tree: rounds per setting (medians)")
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # a directory with the model and gallery
     return parser.parse_args()
 
 
@@ -177,10 +195,118 @@ def summarize(name: str, result) -> dict:
     return row
 
 
+RECALLS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10")
+
+
+def serve(args):
+    """Subprocess entry (`--serve DIR`, see `compare.py`): load the model saved in `DIR/model` with this process's
+    `transformers_scl`, and run `evaluate_retrieval` on the gallery `DIR/gallery.pt` for each request's arguments
+    (`{"k": k}` or `{"full_ranking": true}`), answering its times, pair count and recalls."""
+    model, info = SCLForImageTextRetrieval.from_pretrained(os.path.join(args.serve, "model"), output_loading_info=True)
+    if any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        raise RuntimeError(f"The saved model did not load exactly: {info}")
+    model.to(args.device).eval()
+    gallery = torch.load(os.path.join(args.serve, "gallery.pt"))
+
+    def rank(request):
+        result = []
+        wall, cpu = compare.timed(
+            lambda: result.append(
+                evaluate_retrieval(
+                    model,
+                    gallery["input_ids"],
+                    gallery["attention_mask"],
+                    gallery["pixel_values"],
+                    txt2img=gallery["txt2img"],
+                    pair_batch_size=args.pair_batch_size,
+                    image_batch_size=512,
+                    progress=False,
+                    **request,
+                )
+            ),
+            args.device,
+        )
+        (result,) = result
+        return {
+            "wall": wall,
+            "cpu": cpu,
+            "itc_wall": result.timings["encode"] + result.timings["itc"],
+            "pairs": result.num_pairs,
+            "metrics": {key: result.metrics[key] for key in RECALLS},
+            "itc_metrics": {key: result.itc_metrics[key] for key in RECALLS},
+        }
+
+    compare.serve(rank)
+
+
+def compare_trees(args, model, tokens, pixel_values, txt2img) -> dict:
+    """`evaluate_retrieval` of this tree and of `--compare-tree` on the same saved model and gallery, interleaved."""
+    requests = {f"two-stage k={k}": {"k": k} for k in args.ks}
+    if not args.skip_full_ranking:
+        requests["full ranking"] = {"full_ranking": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(os.path.join(tmp, "model"))
+        gallery = dict(tokens, pixel_values=pixel_values, txt2img=txt2img)
+        torch.save(gallery, os.path.join(tmp, "gallery.pt"))
+        command = [sys.executable, __file__, "--serve", tmp, "--device", args.device, "--threads", str(args.threads)]
+        command += ["--pair-batch-size", str(args.pair_batch_size)]
+        with compare.TreeServers(command, args.compare_tree) as servers:
+            for tree in ("old", "new"):  # warm-up, on the cheapest setting
+                servers.ask(tree, requests[f"two-stage k={min(args.ks)}"])
+            answers = servers.interleaved(requests, args.repeats, warm_up=False)
+    median = compare.medians(answers)
+    itc_wall = {
+        tree: float(np.median([answer["itc_wall"] for answer in answers[(tree, f"two-stage k={args.ks[0]}")]]))
+        for tree in ("old", "new")
+    }
+    print(
+        f"\nold: {args.compare_tree}; medians of {args.repeats} interleaved round(s), {args.threads} thread(s)\n"
+        f"ITC only (encoding + ITC scores of the k={args.ks[0]} runs, wall): old {itc_wall['old']:.2f} s, new "
+        f"{itc_wall['new']:.2f} s, new/old {itc_wall['new'] / itc_wall['old']:.3f}"
+    )
+    compare.print_old_new_table(
+        {name: (median[("old", name)], median[("new", name)]) for name in requests}, title="evaluate_retrieval"
+    )
+
+    first = {key: values[0] for key, values in answers.items()}
+    recalls = {
+        ("ITC only", tree): first[(tree, f"two-stage k={args.ks[0]}")]["itc_metrics"] for tree in ("old", "new")
+    }
+    recalls.update({(name, tree): first[(tree, name)]["metrics"] for name in requests for tree in ("old", "new")})
+    print("\n| ranking | pairs fused | old R@1 i2t / t2i | new R@1 i2t / t2i |\n|---|---|---|---|")
+    mismatches = []
+    for name in ["ITC only", *requests]:
+        old, new = recalls[(name, "old")], recalls[(name, "new")]
+        pairs = "" if name == "ITC only" else f"{first[('new', name)]['pairs']:,}"
+        print(
+            f"| {name} | {pairs} | {old['txt_r1']:.2f} / {old['img_r1']:.2f} | {new['txt_r1']:.2f} / {new['img_r1']:.2f} |"
+        )
+        different = [key for key in RECALLS if old[key] != new[key]]
+        if name != "ITC only" and first[("old", name)]["pairs"] != first[("new", name)]["pairs"]:
+            different.append("pairs fused")
+        if different:
+            mismatches.append(f"{name}: {', '.join(different)}")
+    if mismatches:
+        print("\nWARNING: the trees' results differ (same weights and gallery, so they should be identical):")
+        for line in mismatches:
+            print(f"  {line}")
+    else:
+        print("\nBoth trees' recalls (R@1/5/10, both directions) and fused pair counts are identical.")
+    return {
+        "compare_tree": args.compare_tree,
+        "itc_only_wall": itc_wall,
+        "timings": {f"{tree} {name}": value for (tree, name), value in median.items()},
+        "recalls": {f"{tree} {name}": value for (name, tree), value in recalls.items()},
+        "mismatches": mismatches,
+    }
+
+
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.serve:
+        return serve(args)
     torch.manual_seed(args.seed)
     image_processor = SCLImageProcessor(size={"height": args.image_size, "width": args.image_size})
 
@@ -199,6 +325,13 @@ def main():
     texts = [caption for group in test_captions for caption in group]
     tokens = tokenizer(texts, padding=True, return_tensors="pt")
     txt2img = torch.arange(args.num_images).repeat_interleave(CAPTIONS_PER_IMAGE)
+    if args.compare_tree:
+        comparison = compare_trees(args, model, dict(tokens), test_pixels, txt2img)
+        if args.output:
+            with open(args.output, "w") as file:
+                json.dump({"args": vars(args), "training": training, **comparison}, file, indent=2)
+            print(f"\nWrote {args.output}")
+        return
     common = dict(txt2img=txt2img, pair_batch_size=args.pair_batch_size, image_batch_size=512, progress=False)
 
     def run(**kwargs):
