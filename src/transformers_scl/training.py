@@ -1,12 +1,15 @@
 """What SCL's `Trainer` scripts share: training arguments with the learning-rate multipliers and a thread count, a
-`Trainer` that builds SCL's optimizer and logs every loss term, the common data arguments, and logging setup.
+`Trainer` that builds SCL's optimizer and logs every loss term (and averages them on held-out data), the common data
+arguments, logging setup, the train/evaluate/save steps (`train_evaluate_save`) and FSDP parameter gathering for calls
+outside the wrapped forward (`full_parameters`).
 
     args = SCLTrainingArguments(output_dir="out", lr_mult_head=10, num_threads=1)
     trainer = SCLTrainer(model=model, args=args, train_dataset=..., data_collator=...)
     trainer.train()  # logs `loss` and, per logging interval, `loss_mlm`, `loss_itc`, ..., `accuracy_itm`, ...
 
-Only public `Trainer` hooks are used (`create_optimizer`, `compute_loss`, `log`), so the class survives transformers
-releases and can be mixed into any `Trainer` subclass.
+Only public `Trainer` hooks and methods are used (`create_optimizer`, `compute_loss`, `log`,
+`autocast_smart_context_manager`), so the class survives transformers releases and can be mixed into any `Trainer`
+subclass.
 """
 
 import contextlib
