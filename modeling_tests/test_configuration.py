@@ -74,3 +74,23 @@ def test_a_saved_config_reloads_with_one_image_size(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     config = SCLConfig.from_pretrained(tmp_path)
     assert config.image_size == config.vision_config.image_size == 32
+
+
+def test_overrides_edit_single_fields_of_the_sub_configs():
+    config = tiny_config()
+    edited = config.with_overrides('{"text_config": {"num_hidden_layers": 1}, "num_frames": 2}')
+    assert edited.text_config.num_hidden_layers == 1 and edited.num_frames == 2
+    assert edited.text_config.hidden_size == config.text_config.hidden_size  # the rest of text_config is kept
+    assert config.text_config.num_hidden_layers == 2 and config.num_frames == 4  # the original is unchanged
+    assert config.with_overrides({"vision_config": {"max_frames": 6}}).vision_config.patch_size == 8
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{num_frames: 2}"])
+def test_overrides_that_are_not_a_json_object_are_refused(text):
+    with pytest.raises(ValueError, match="Config overrides must be a JSON object"):
+        tiny_config().with_overrides(text)
+
+
+def test_invalid_overrides_fail_the_config_validation():
+    with pytest.raises(StrictDataclassClassValidationError, match="num_frames"):
+        tiny_config().with_overrides({"num_frames": 9})

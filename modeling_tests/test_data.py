@@ -15,6 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from transformers_scl.data import (
     MediaTextTransform,
     ModalityGroupedBatchSampler,
+    PretrainingDatasets,
     SCLDataCollator,
     SCLPretrainingCollator,
     SCLVQACollator,
@@ -37,6 +38,7 @@ from transformers_scl.data import (
     make_synthetic_video_text,
     make_synthetic_vqa,
     render_video,
+    seeded_rank_batch_sampler,
     train_caption_tokenizer,
     truncate,
     unique_captions,
@@ -730,6 +732,46 @@ def test_seeded_reads_depend_on_seed_epoch_and_index_only_and_leave_the_global_r
     assert sampler.batch_sampler.epoch == 1
     redrawn = dict(key for batch in sampler for key in batch)
     assert all(redrawn[index] != seed for index, seed in keys)
+
+
+def test_seeded_rank_batch_sampler_slices_seeded_single_modality_global_batches():
+    lengths = [10, 7]  # images 0-9, videos 10-16
+    ranks = [seeded_rank_batch_sampler(lengths, 2, num_replicas=2, rank=rank, seed=3) for rank in (0, 1)]
+    batches = [list(sampler) for sampler in ranks]
+    assert len(ranks[0]) == len(batches[0]) == len(batches[1]) == 10 // 4 + 7 // 4  # incomplete global batches dropped
+    for batch_0, batch_1 in zip(*batches):
+        indices = [index for index, _ in batch_0 + batch_1]
+        assert len(batch_0) == len(batch_1) == 2 and len(set(indices)) == 4
+        assert len({index < 10 for index in indices}) == 1  # one modality per global step
+    expected = SeededBatchSampler(ModalityGroupedBatchSampler.from_lengths(lengths, 4, drop_last=True, seed=3), 3)
+    assert [key for batch in expected for key in batch] == [key for pair in zip(*batches) for b in pair for key in b]
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != batches[0]
+    with pytest.raises(ValueError, match="No part has enough examples"):
+        seeded_rank_batch_sampler([3, 3], 2, num_replicas=2)
+
+
+def test_pretraining_datasets_attach_the_training_augmentation_and_the_eval_transform(scenes, processor):
+    images = image_text_pairs(scenes, id_column="image_id")
+    videos = make_synthetic_pairs("video", 3, seed=0, image_size=32, num_frames=6)
+    data = PretrainingDatasets.from_pairs(
+        {"image": (images, images.select(range(4))), "video": (videos, None)},
+        processor,
+        image_size=IMAGE_SIZE,
+        num_frames=3,
+        load_media={"video": render_video},
+    )
+    assert data.modality_sizes == [12, 3] and len(data.train_dataset()) == 15
+    assert list(data.eval) == ["image"]  # no held-out videos: no video evaluation
+    torch.manual_seed(0)
+    first, again = data.train["image"][0]["pixel_values"], data.train["image"][0]["pixel_values"]
+    assert first.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and not torch.equal(first, again)  # random crops
+    assert torch.equal(data.eval["image"][0]["pixel_values"], data.eval["image"][0]["pixel_values"])
+    assert data.train["video"][0]["pixel_values_videos"].shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    streaming = PretrainingDatasets.from_pairs(
+        {"image": (images.to_iterable_dataset(), None)}, processor, image_size=IMAGE_SIZE, num_frames=3
+    )
+    assert streaming.modality_sizes is None and streaming.train_dataset() is streaming.train["image"]
 
 
 def test_pretraining_masks_follow_the_examples_sample_seeds(tokenizer):

@@ -16,11 +16,15 @@ from media import sample_image
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, RobertaConfig, RobertaModel
 
 from transformers_scl.data import (
+    ModalityGroupedBatchSampler,
+    RankSlicedBatchSampler,
     make_synthetic_image_text,
     make_synthetic_video_text,
+    split_off_held_out,
     write_synthetic_images,
     write_synthetic_videos,
 )
+from transformers_scl.processing_scl import SCLProcessor
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "pretraining" / "run_pretraining.py"
 sys.path.insert(0, str(SCRIPT.parent))
@@ -203,8 +207,8 @@ def test_torchrun_trains_on_two_ranks(tokenizer_dir, tmp_path):
 
 def test_rank_slices_are_disjoint_equal_and_share_each_steps_modality():
     groups = ["image"] * 10 + ["video"] * 7
-    grouped = run_pretraining.ModalityGroupedBatchSampler(groups, batch_size=4, drop_last=True, seed=3)
-    ranks = [list(run_pretraining.RankSlicedBatchSampler(grouped, num_replicas=2, rank=rank)) for rank in (0, 1)]
+    grouped = ModalityGroupedBatchSampler(groups, batch_size=4, drop_last=True, seed=3)
+    ranks = [list(RankSlicedBatchSampler(grouped, num_replicas=2, rank=rank)) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 10 // 4 + 7 // 4
     for batch_0, batch_1 in zip(*ranks):
         assert len(batch_0) == len(batch_1) == 2
@@ -216,7 +220,7 @@ def test_held_out_split_keeps_all_captions_of_an_image_together():
     pairs = Dataset.from_dict(
         {"caption": [f"caption {i}" for i in range(40)], "image_id": [i // 4 for i in range(40)]}
     )
-    train, held_out = run_pretraining.split_off_held_out(pairs, "image_id", percentage=20, seed=0)
+    train, held_out = split_off_held_out(pairs, "image_id", percentage=20, seed=0)
     assert len(set(held_out["image_id"])) == 2 and len(held_out) == 8
     assert not set(train["image_id"]) & set(held_out["image_id"])
     assert len(train) + len(held_out) == 40
@@ -225,7 +229,7 @@ def test_held_out_split_keeps_all_captions_of_an_image_together():
 def test_a_folder_without_an_eval_split_holds_out_whole_images(tokenizer_dir, tmp_path):
     write_synthetic_images(make_synthetic_image_text(20, seed=0, captions_per_image=2), tmp_path / "images")
     data_args = run_pretraining.DataArguments(image_dataset=str(tmp_path / "images"), validation_split_percentage=20)
-    processor = run_pretraining.build_processor(AutoTokenizer.from_pretrained(tokenizer_dir), tiny_config())
+    processor = SCLProcessor.from_config(AutoTokenizer.from_pretrained(tokenizer_dir), tiny_config())
     data = run_pretraining.build_datasets(data_args, processor, tiny_config(), seed=0)
     train_ids = set(data.train["image"].with_format(None)["image_id"])
     held_out_ids = data.eval["image"].with_format(None)["image_id"]

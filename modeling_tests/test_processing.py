@@ -656,3 +656,15 @@ def test_videos_nested_per_sample_are_one_video_each(processor, coded_video):
 def test_a_text_without_its_image_is_refused(processor):
     with pytest.raises(ValueError, match=r"images\[0\] is empty: SCL fuses every text with its image"):
         processor(text=["a", "b"], images=[[], [sample_image()]])
+
+
+def test_processor_from_config_matches_the_model(tokenizer):
+    config = tiny_config(num_frames=3)
+    processor = SCLProcessor.from_config(tokenizer, config)
+    assert processor.image_processor.size.height == processor.image_processor.size.width == config.image_size
+    assert processor.video_processor.num_frames == 3
+    assert processor.video_processor.max_frames == config.vision_config.max_frames
+    assert (processor.max_text_length, processor.text_vocab_size) == (62, 400)  # RoBERTa: 64 positions hold 62 tokens
+    video = np.zeros((6, 40, 48, 3), np.uint8)
+    outputs = processor(text=["a red circle"], videos=[video], return_tensors="pt")
+    assert outputs["pixel_values_videos"].shape == (1, 3, 3, 32, 32) and outputs["input_ids"].shape == (1, 50)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import tiny_config
+from datasets import Dataset
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -13,6 +14,7 @@ from transformers_scl.retrieval import (
     encode_texts,
     evaluate_retrieval,
     score_pairs,
+    zero_shot_recall,
 )
 
 INF = float("inf")
@@ -258,3 +260,30 @@ def test_two_ranks_shard_the_re_ranking_and_return_the_single_process_scores(tmp
         torch.testing.assert_close(shard["scores_i2t"], single.scores_i2t)
         torch.testing.assert_close(shard["scores_t2i"], single.scores_t2i)
         assert shard["metrics"] == pytest.approx(single.metrics)
+
+
+class DigitTokenizer:
+    """Caption "i" is text i of `KnownScoresModel`: `input_ids` `[i, i, i]`."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, max_length=None, return_tensors=None, **kwargs):
+        assert max_length == 7 and return_tensors == "pt"
+        input_ids = torch.tensor([[int(text)] * 3 for text in texts])
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def test_zero_shot_recall_scores_itc_in_both_directions_with_every_caption_of_an_image_correct():
+    # The known gallery's captions in another row order: the rows of an image need not be adjacent.
+    captions, image_ids = ["0", "2", "1", "3", "4", "5"], [0, 1, 0, 1, 2, 2]
+    dataset = Dataset.from_dict({"caption": captions, "image_id": image_ids}).with_transform(
+        lambda batch: {
+            "input_ids": [[int(caption)] * 3 for caption in batch["caption"]],
+            "pixel_values": [torch.full((1, 1, 1), float(image)) for image in batch["image_id"]],
+        }
+    )
+    recall = zero_shot_recall(KnownScoresModel(), dataset, DigitTokenizer(), batch_size=2, max_length=7, ks=(1, 5))
+    # Every image's most similar caption (ITC rows) is one of its own; captions 1 and 2 (columns) prefer another image.
+    assert recall == pytest.approx(
+        {"num_candidates": 3, "i2t_r1": 100.0, "t2i_r1": 400 / 6, "i2t_r5": 100.0, "t2i_r5": 100.0}
+    )

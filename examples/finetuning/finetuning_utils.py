@@ -1,24 +1,27 @@
 """What the SCL fine-tuning scripts share beyond the package's `transformers_scl.training` (arguments, optimizer,
 loss-term logging): model and processor loading at the fine-tuning resolution, the shared data arguments, the
-training augmentation and the train/evaluate/save steps.
+training augmentation (and `train_evaluate_save`, from the package, for the scripts).
 
 Each `run_*.py` script imports this module from its own folder, so copy the folder, not a single script.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torchvision.transforms import v2
-from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoConfig, AutoTokenizer
 
 from transformers_scl.image_processing_scl import SCLImageProcessor
 from transformers_scl.modeling_scl import resize_position_embedding
 from transformers_scl.processing_scl import SCLProcessor
-from transformers_scl.training import SCLDataArguments, SCLTrainer, SCLTrainingArguments
+from transformers_scl.training import (
+    SCLDataArguments,
+    SCLTrainer,
+    SCLTrainingArguments,
+    train_evaluate_save,  # noqa: F401  (the scripts import it from here)
+)
 from transformers_scl.transforms import finetuning_transform
 from transformers_scl.video_processing_scl import SCLVideoProcessor
 
@@ -159,39 +162,3 @@ class SCLFinetuningArguments(SCLTrainingArguments):
 
 # SCL's optimizer (spec §3.2 parameter groups) and every loss term of the model output in the training logs.
 SCLFinetuningTrainer = SCLTrainer
-
-
-def train_evaluate_save(
-    trainer: Trainer,
-    training_args: TrainingArguments,
-    card_kwargs: dict,
-    num_train_samples: int | None = None,
-    num_eval_samples: int | None = None,
-) -> dict:
-    """Train (resuming from the last checkpoint if any), save, evaluate, and push or write a model card."""
-    metrics = {}
-    if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()  # also saves the processor (`processing_class`)
-        train_metrics = dict(result.metrics)
-        if num_train_samples is not None:
-            train_metrics["train_samples"] = num_train_samples
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-    if training_args.do_eval:
-        eval_metrics = trainer.evaluate()
-        if num_eval_samples is not None:
-            eval_metrics["eval_samples"] = num_eval_samples
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
-    elif training_args.do_train:
-        trainer.create_model_card(**card_kwargs)
-    return metrics

@@ -15,8 +15,6 @@ SCL checkpoint (`--model_name_or_path`), or from scratch (`--config_name` and/or
 command runs under `python`, `torchrun --nproc_per_node N` and `accelerate launch`; see examples/README.md.
 """
 
-import contextlib
-import json
 import logging
 import os
 import sys
@@ -25,48 +23,38 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, IterableDataset
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, HfArgumentParser, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
-from transformers_scl.configuration_scl import SCLConfig
+from transformers_scl.configuration_scl import SCLConfig, parse_config_overrides
 from transformers_scl.data import (
-    MediaTextTransform,
-    ModalityGroupedBatchSampler,
-    RankSlicedBatchSampler,
-    SCLDataCollator,
+    PretrainingDatasets,
     SCLPretrainingCollator,
-    SeededBatchSampler,
     SeededDataset,
-    SkipCounter,
     SkipReportCallback,
-    caption_groups,
     load_caption_pairs,
     make_synthetic_pairs,
     render_video,
+    seeded_rank_batch_sampler,
     split_off_held_out,
     train_caption_tokenizer,
     truncate,
 )
-from transformers_scl.image_processing_scl import SCLImageProcessor
-from transformers_scl.metrics import retrieval_recall
 from transformers_scl.modeling_scl import SCLForPreTraining
 from transformers_scl.processing_scl import SCLProcessor
-from transformers_scl.retrieval import encode_images, encode_texts, itc_similarity
+from transformers_scl.retrieval import zero_shot_recall
 from transformers_scl.training import (
-    LossTermsMeter,
     SCLDataArguments,
     SCLTrainer,
     SCLTrainingArguments,
+    full_parameters,
     setup_logging,
+    train_evaluate_save,
 )
-from transformers_scl.transforms import VideoTrainTransform, pretraining_transform
-from transformers_scl.video_processing_scl import SCLVideoProcessor
 
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS = {"image": "image_id", "video": "video_id"}
-RECALL_KS = (1, 5)
 
 
 @dataclass
@@ -225,50 +213,21 @@ def load_raw_pairs(data_args: DataArguments, seed: int, cache_dir: str | None = 
     return raw
 
 
-@dataclass
-class PretrainingData:
-    train: dict[str, Dataset | IterableDataset]  # modality -> training rows (train transform attached)
-    eval: dict[str, Dataset]  # modality -> held-out rows (eval transform attached)
-    skip_counter: SkipCounter
-
-    def train_dataset(self):
-        """What `Trainer` trains on: one data set, or the modalities concatenated (see `modality_sizes`)."""
-        parts = list(self.train.values())
-        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
-
-    @property
-    def modality_sizes(self) -> list[int] | None:
-        """Rows per modality, in `ConcatDataset` order; None for a streaming source."""
-        if any(isinstance(part, IterableDataset) for part in self.train.values()):
-            return None
-        return [len(part) for part in self.train.values()]
-
-
-def attach_transforms(raw: dict[str, tuple], data_args: DataArguments, processor, config) -> PretrainingData:
-    """Training rows get the pre-training augmentation (spec §1.2 `clip`; clips: random segments, one augmentation
-    per clip), held-out rows the processor's deterministic transform (videos sampled uniformly)."""
+def attach_transforms(raw: dict[str, tuple], data_args: DataArguments, processor, config) -> PretrainingDatasets:
+    """Training rows get the pre-training augmentation, held-out rows the processor's transform (`from_pairs`)."""
     flip = data_args.horizontal_flip
     if flip is None:
         flip = all(source != "synthetic" for *_, source in raw.values())
-    augmentation = pretraining_transform(config.image_size, horizontal_flip=flip)
-    augment = {"image": augmentation, "video": VideoTrainTransform(config.num_frames, augmentation)}
-    skip_counter = SkipCounter()
-    train, held_out = {}, {}
-    for modality, (train_pairs, eval_pairs, source) in raw.items():
-        common = {
-            "modality": modality,
-            "max_length": data_args.max_seq_length,
-            "skip_counter": skip_counter,
-            "load_media": render_video if source == "synthetic" and modality == "video" else None,
-        }
-        transform = MediaTextTransform(processor, **{f"{modality}_transform": augment[modality]}, **common)
-        train[modality] = transform.apply_to(train_pairs)
-        if eval_pairs is None:
-            logger.warning("No held-out %s data: no evaluation for this modality.", modality)
-            continue
-        pixel_kwargs = {"frame_sampling": "uniform"} if modality == "video" else None
-        held_out[modality] = MediaTextTransform(processor, pixel_kwargs=pixel_kwargs, **common).apply_to(eval_pairs)
-    return PretrainingData(train=train, eval=held_out, skip_counter=skip_counter)
+    synthetic_video = "video" in raw and raw["video"][2] == "synthetic"  # stored as specs, drawn when read
+    return PretrainingDatasets.from_pairs(
+        {modality: (train, held_out) for modality, (train, held_out, _) in raw.items()},
+        processor,
+        image_size=config.image_size,
+        num_frames=config.num_frames,
+        horizontal_flip=flip,
+        max_length=data_args.max_seq_length,
+        load_media={"video": render_video} if synthetic_video else None,
+    )
 
 
 def build_datasets(data_args: DataArguments, processor, config, seed: int, cache_dir: str | None = None):
@@ -281,46 +240,17 @@ def build_datasets(data_args: DataArguments, processor, config, seed: int, cache
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _deep_update(base: dict, overrides: dict) -> dict:
-    """Merge `overrides` into `base`, recursing into nested dicts (so `{"text_config": {...}}` edits single fields)."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        is_nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _deep_update(merged[key], value) if is_nested else value
-    return merged
-
-
-def _parse_overrides(text: str | None) -> dict:
-    try:
-        overrides = json.loads(text) if text else {}
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--config_overrides must be a JSON object, got {text!r}: {error}") from error
-    if not isinstance(overrides, dict):
-        raise ValueError(f"--config_overrides must be a JSON object, got {text!r}.")
-    return overrides
-
-
-def build_processor(tokenizer, config: SCLConfig) -> SCLProcessor:
-    """An `SCLProcessor` matching the model: square resize to `config.image_size`, `config.num_frames` frames."""
-    size = {"height": config.image_size, "width": config.image_size}
-    video_processor = SCLVideoProcessor(
-        size=size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
-    )
-    return SCLProcessor(SCLImageProcessor(size=size), video_processor, tokenizer)
-
-
 def load_model_and_processor(model_args: ModelArguments, tokenizer=None) -> tuple[SCLForPreTraining, SCLProcessor]:
     """The model (from an SCL checkpoint, from CLIP + RoBERTa towers, or from scratch) and a matching processor.
     A given `tokenizer` (e.g. trained on the captions) sets the vocab size of a model trained from scratch."""
-    overrides = _parse_overrides(model_args.config_overrides)
+    overrides = parse_config_overrides(model_args.config_overrides)
     for name in ("image_size", "num_frames"):
         if getattr(model_args, name) is not None:
             overrides[name] = getattr(model_args, name)
     hub = {"cache_dir": model_args.cache_dir}
 
     if model_args.model_name_or_path:
-        config = SCLConfig.from_pretrained(model_args.model_name_or_path, **hub)
-        config = SCLConfig.from_dict(_deep_update(config.to_dict(), overrides))
+        config = SCLConfig.from_pretrained(model_args.model_name_or_path, **hub).with_overrides(overrides)
         model = SCLForPreTraining.from_pretrained(model_args.model_name_or_path, config=config, **hub)
     elif model_args.vision_model_name_or_path or model_args.text_model_name_or_path:
         if not (model_args.vision_model_name_or_path and model_args.text_model_name_or_path):
@@ -334,9 +264,9 @@ def load_model_and_processor(model_args: ModelArguments, tokenizer=None) -> tupl
         )
     elif model_args.config_name or overrides or tokenizer is not None:
         if tokenizer is not None and "vocab_size" not in overrides.get("text_config", {}):
-            overrides = _deep_update(overrides, {"text_config": {"vocab_size": len(tokenizer)}})
+            overrides["text_config"] = {**overrides.get("text_config", {}), "vocab_size": len(tokenizer)}
         config = SCLConfig.from_pretrained(model_args.config_name, **hub) if model_args.config_name else SCLConfig()
-        model = SCLForPreTraining(SCLConfig.from_dict(_deep_update(config.to_dict(), overrides)))
+        model = SCLForPreTraining(config.with_overrides(overrides))
         logger.info("Training a new SCL model from scratch: %.2fM parameters.", model.num_parameters() / 1e6)
     else:
         raise ValueError(
@@ -358,7 +288,7 @@ def load_model_and_processor(model_args: ModelArguments, tokenizer=None) -> tupl
                     "--train_tokenizer_vocab_size N to train one on the training captions."
                 )
             tokenizer = AutoTokenizer.from_pretrained(source, **hub)
-        processor = build_processor(tokenizer, model.config)
+        processor = SCLProcessor.from_config(tokenizer, model.config)
 
     vocab_size = model.config.text_config.vocab_size
     if len(processor.tokenizer) > vocab_size:
@@ -404,14 +334,12 @@ def caption_tokenizer(model_args: ModelArguments, raw: dict, training_args: Pret
 class SCLPretrainingTrainer(SCLTrainer):
     """`SCLTrainer` (SCL's optimizer, every loss term logged) for pre-training, through public hooks only.
 
-    * `get_train_dataloader`: single-modality batches from a mix of image and video data, sharded by
-      `RankSlicedBatchSampler`. Each example is drawn under a seed of its own (`SeededBatchSampler` +
-      `SeededDataset`: run seed, epoch, index), which also seeds the batch's text masks, so the data pipeline never
-      touches the global RNG. Together with `Trainer`'s checkpointed RNG state (which the model's ITM sampling, patch
-      dropping and dropout draw from), a resumed run continues the uninterrupted one exactly, with any number of
-      DataLoader workers.
-    * `evaluate`: the held-out losses and zero-shot ITC retrieval R@1/R@5 in both directions per modality, with
-      `transformers_scl.retrieval`, under a fixed seed and without touching training's RNG.
+    * `get_train_dataloader`: single-modality batches from a mix of image and video data, sliced per rank, each
+      example drawn under a seed of its own (`seeded_rank_batch_sampler`), so the data pipeline never touches the
+      global RNG. Together with `Trainer`'s checkpointed RNG state (which the model's ITM sampling, patch dropping and
+      dropout draw from), a resumed run continues the uninterrupted one exactly, with any number of DataLoader workers.
+    * `evaluate`: the held-out losses and zero-shot ITC retrieval R@1/R@5 in both directions per modality
+      (`transformers_scl.retrieval.zero_shot_recall`), under a fixed seed and without touching training's RNG.
     """
 
     def __init__(self, *args, modality_sizes: Sequence[int] | None = None, max_seq_length: int = 50, **kwargs):
@@ -426,35 +354,18 @@ class SCLPretrainingTrainer(SCLTrainer):
             return super().get_train_dataloader()
         args = self.args
         seed = args.data_seed if args.data_seed is not None else args.seed
-        global_batch = args.train_batch_size * args.world_size
-        # Full global batches only, so that every rank gets an equal, single-modality slice at every step.
-        grouped = ModalityGroupedBatchSampler.from_lengths(
-            self.modality_sizes, batch_size=global_batch, drop_last=True, seed=seed
+        sampler = seeded_rank_batch_sampler(
+            self.modality_sizes, args.train_batch_size, args.world_size, args.process_index, seed=seed
         )
-        if len(grouped) == 0:
-            raise ValueError(
-                f"No modality has enough examples {self.modality_sizes} for a global batch of {global_batch}."
-            )
         # A plain DataLoader: Accelerate would re-shard the already rank-aware batch sampler.
         return DataLoader(
             SeededDataset(self.train_dataset),
-            batch_sampler=RankSlicedBatchSampler(
-                SeededBatchSampler(grouped, seed), args.world_size, args.process_index
-            ),
+            batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=args.dataloader_num_workers,
             pin_memory=args.dataloader_pin_memory,
             persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
         )
-
-    def _eval_batches(self, dataset: Dataset) -> DataLoader:
-        """In-order, full batches of one modality, the same number on every rank (the loss gathers need it)."""
-        world_size = self.args.world_size
-        grouped = ModalityGroupedBatchSampler(
-            [0] * len(dataset), self.args.per_device_eval_batch_size * world_size, shuffle=False, drop_last=True
-        )
-        sampler = RankSlicedBatchSampler(grouped, world_size, self.args.process_index)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         eval_sets = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -463,79 +374,28 @@ class SCLPretrainingTrainer(SCLTrainer):
         model = self.model_wrapped  # the DDP / FSDP module once training has started, else the model
         was_training = model.training
         model.eval()
-        meter, metrics = LossTermsMeter(), {}
         # Held-out masks and ITM pairs are random: draw them from a fixed seed and leave training's RNG untouched, so
         # results do not depend on how often or when evaluation runs.
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.args.seed)
-            for modality, dataset in eval_sets.items():
-                batches = self._eval_batches(dataset)
-                if len(batches) == 0:
-                    logger.warning("Too few %s eval examples for one batch per rank: no eval losses.", modality)
-                for batch in batches:
-                    with self.autocast_smart_context_manager():
-                        meter.add(model(**{name: value.to(self.args.device) for name, value in batch.items()}))
-            means = meter.pop_means(self.accelerator)
-            losses = [value for name, value in means.items() if name.startswith("loss_")]
-            if losses:
-                metrics[f"{metric_key_prefix}_loss"] = sum(losses)
-            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in means.items()})
-            with self._full_parameters():
+            losses = self.evaluate_loss_terms(eval_sets)
+            metrics = {f"{metric_key_prefix}_{name}": value for name, value in losses.items()}
+            with full_parameters(model), self.autocast_smart_context_manager():
                 for modality, dataset in eval_sets.items():
-                    recall = self.zero_shot_retrieval(dataset, modality)
+                    recall = zero_shot_recall(
+                        self.accelerator.unwrap_model(self.model),
+                        dataset,
+                        self.processing_class.tokenizer,
+                        id_column=ID_COLUMNS[modality],
+                        batch_size=self.args.per_device_eval_batch_size,
+                        max_length=self.max_seq_length,
+                    )
                     metrics.update({f"{metric_key_prefix}_{modality}_{name}": value for name, value in recall.items()})
         model.train(was_training)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-    @contextlib.contextmanager
-    def _full_parameters(self):
-        """Retrieval calls the towers directly, not the wrapped model's `forward`, so under FSDP the parameters the
-        root unit owns (embeddings, projections) are gathered first. Not exercised by the CPU tests."""
-        model = self.model_wrapped
-        if not self.is_fsdp_enabled:
-            yield
-            return
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        if isinstance(model, FullyShardedDataParallel):  # FSDP1
-            with FullyShardedDataParallel.summon_full_params(model, writeback=False):
-                yield
-        elif hasattr(model, "unshard"):  # FSDP2: wrapped layers gather their own shards in their forward hooks
-            model.unshard()
-            try:
-                yield
-            finally:
-                model.reshard()
-        else:
-            yield
-
-    @torch.no_grad()
-    def zero_shot_retrieval(self, dataset: Dataset, modality: str) -> dict[str, float]:
-        """Zero-shot ITC retrieval (cosine of the projected unimodal CLS features, spec §2.3) on a held-out set:
-        R@1/R@5 image→text (`i2t_r*`) and text→image (`t2i_r*`), every caption of an image counted as correct.
-        Every rank encodes the whole gallery (the same forward passes everywhere) and returns the same numbers."""
-        model = self.accelerator.unwrap_model(self.model)
-        tokenizer = self.processing_class.tokenizer
-        raw = dataset.with_format(None)  # only the id and caption columns: no decoding
-        text_to_image, image_to_texts, _ = caption_groups(raw[ID_COLUMNS[modality]])
-        tokens = tokenizer(
-            list(raw["caption"]), padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
-        )
-        batch_size = self.args.per_device_eval_batch_size
-        gallery = dataset.select([rows[0] for rows in image_to_texts])  # one row per image / video
-        media = DataLoader(gallery, batch_size=batch_size, collate_fn=SCLDataCollator(tokenizer, label_names=()))
-        with self.autocast_smart_context_manager():
-            texts = encode_texts(model, tokens["input_ids"], tokens["attention_mask"], batch_size=batch_size)
-            images = encode_images(model, media)
-        recall = retrieval_recall(itc_similarity(texts, images).cpu(), txt2img=text_to_image, ks=RECALL_KS)
-        renamed = {"num_candidates": len(image_to_texts)}
-        for k in RECALL_KS:
-            renamed[f"i2t_r{k}"] = recall[f"txt_r{k}"]  # image → text ("text retrieval")
-            renamed[f"t2i_r{k}"] = recall[f"img_r{k}"]  # text → image ("image retrieval")
-        return renamed
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -555,47 +415,24 @@ class PretrainingJob:
     """A configured pre-training run: `prepare` builds it, `run` trains, evaluates, saves and pushes."""
 
     trainer: SCLPretrainingTrainer
-    data: PretrainingData
+    data: PretrainingDatasets
     data_args: DataArguments
-    resume_from: str | None = None
 
-    def run(self, print_metrics: bool = True) -> dict[str, dict[str, float]]:
-        """Train and/or evaluate as the arguments ask; returns the `train` and `eval` metrics."""
-        trainer, args = self.trainer, self.trainer.args
-        results = {}
-        if args.do_train:
-            results["train"] = trainer.train(resume_from_checkpoint=self.resume_from).metrics
-            trainer.save_model()  # model + processor (the `processing_class`)
-            trainer.save_state()
-        if args.do_eval and self.data.eval:
-            results["eval"] = trainer.evaluate()
-        for split, metrics in results.items():
-            if print_metrics:
-                trainer.log_metrics(split, metrics)
-            trainer.save_metrics(split, metrics)
+    def run(self, print_metrics: bool = True) -> dict[str, float]:
+        """Train and/or evaluate as the arguments ask; returns the train and eval metrics."""
         sources = list(dict.fromkeys(s for s in (self.data_args.image_dataset, self.data_args.video_dataset) if s))
         card = {
             "tasks": "vision-language-pretraining",
             "tags": ["scl", "image-text", "video-text"],
             "dataset": sources,
         }
-        if args.push_to_hub:
-            trainer.push_to_hub(**card)
-        elif args.do_train:
-            trainer.create_model_card(**card)
-        return results
+        return train_evaluate_save(self.trainer, self.trainer.args, card, print_metrics=print_metrics)
 
 
 def prepare(args: Sequence[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> PretrainingJob:
     """Parse `args` (default: the command line) and build the model, the processor, the data and the trainer."""
     model_args, data_args, training_args = parse_args(args)
     setup_logging(training_args, logger)
-    resume_from = training_args.resume_from_checkpoint
-    if resume_from is None and training_args.do_train and os.path.isdir(training_args.output_dir):
-        resume_from = get_last_checkpoint(training_args.output_dir)
-        if resume_from is not None:
-            logger.warning("Checkpoint found: resuming the run from %s.", resume_from)
-
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="loading the data"):
         raw = load_raw_pairs(data_args, training_args.seed, model_args.cache_dir)
@@ -614,7 +451,7 @@ def prepare(args: Sequence[str] | None = None, callbacks: list[TrainerCallback] 
         processing_class=processor,  # saved with every checkpoint and pushed with the model
         callbacks=[SkipReportCallback(data.skip_counter), *(callbacks or [])],
     )
-    return PretrainingJob(trainer=trainer, data=data, data_args=data_args, resume_from=resume_from)
+    return PretrainingJob(trainer=trainer, data=data, data_args=data_args)
 
 
 def main(args: Sequence[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> SCLPretrainingTrainer:

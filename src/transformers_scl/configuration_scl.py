@@ -5,6 +5,8 @@ Learning" (Ji et al., CVPR 2023): an 11-block CLIP ViT-B/16 vision tower, a RoBE
 METER-style co-attention fusion layers (spec §1).
 """
 
+import json
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
@@ -16,6 +18,27 @@ def check_probability(name: str, value: float | None) -> None:
     """A dropout probability must be in [0, 1): torch refuses a negative one only once training starts."""
     if value is not None and not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}.")
+
+
+def parse_config_overrides(overrides: str | dict | None) -> dict:
+    """Config overrides as a dict, from a JSON object string (e.g. a `--config_overrides` argument) or a dict."""
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    try:
+        parsed = json.loads(overrides) if overrides else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Config overrides must be a JSON object, got {overrides!r}: {error}") from error
+    if not isinstance(parsed, dict):
+        raise ValueError(f"Config overrides must be a JSON object, got {overrides!r}.")
+    return parsed
+
+
+def _deep_update(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        is_nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _deep_update(merged[key], value) if is_nested else value
+    return merged
 
 
 @strict
@@ -183,6 +206,11 @@ class SCLConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.pretraining_objectives = list(self.pretraining_objectives)
 
+    def with_overrides(self, overrides: str | dict | None) -> "SCLConfig":
+        """A new config with `overrides` (a dict or a JSON object string) merged in. Nested dicts edit single fields of
+        the sub-configs: `{"text_config": {"num_hidden_layers": 6}}` keeps the rest of `text_config`."""
+        return type(self).from_dict(_deep_update(self.to_dict(), parse_config_overrides(overrides)))
+
     def validate_architecture(self):
         """Part of `@strict` validation: reject inconsistent configurations with a message naming the fields."""
         if self.hidden_size % self.num_attention_heads != 0:
@@ -236,4 +264,4 @@ class SCLConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["SCLConfig", "SCLVisionConfig", "PRETRAINING_OBJECTIVES"]
+__all__ = ["SCLConfig", "SCLVisionConfig", "PRETRAINING_OBJECTIVES", "parse_config_overrides"]

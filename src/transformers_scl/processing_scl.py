@@ -10,7 +10,8 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.video_utils import VideoInput
 
-from .video_processing_scl import SCLVideoProcessorKwargs, _is_per_sample_list, _split_videos
+from .image_processing_scl import SCLImageProcessor
+from .video_processing_scl import SCLVideoProcessor, SCLVideoProcessorKwargs, _is_per_sample_list, _split_videos
 
 DEFAULT_MAX_TEXT_LENGTH = 50  # spec §1.3: `max_text_len` 50, captions padded to it
 TEXT_PAIRING_MODES = ("pairs", "broadcast", "independent")
@@ -96,6 +97,17 @@ class SCLProcessor(ProcessorMixin):
                 raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
         self._set_model_limits(max_text_length, text_vocab_size)
         super().__init__(image_processor, video_processor, tokenizer)
+
+    @classmethod
+    def from_config(cls, tokenizer, config: PreTrainedConfig) -> "SCLProcessor":
+        """A processor for a model of `config` (an `SCLConfig`), e.g. one trained from scratch: square resize to
+        `config.image_size`, `config.num_frames` frames per video, the model's text limits, and `tokenizer`."""
+
+        size = {"height": config.image_size, "width": config.image_size}
+        video_processor = SCLVideoProcessor(
+            size=size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
+        )
+        return cls(SCLImageProcessor(size=size), video_processor, tokenizer, **text_limits_from_config(config))
 
     def _set_model_limits(self, max_text_length: int | None, text_vocab_size: int | None) -> None:
         self.max_text_length = max_text_length

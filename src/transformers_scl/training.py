@@ -1,26 +1,46 @@
 """What SCL's `Trainer` scripts share: training arguments with the learning-rate multipliers and a thread count, a
-`Trainer` that builds SCL's optimizer and logs every loss term, the common data arguments, and logging setup.
+`Trainer` that builds SCL's optimizer and logs every loss term (and averages them on held-out data), the common data
+arguments, logging setup, the train/evaluate/save steps (`train_evaluate_save`) and FSDP parameter gathering for calls
+outside the wrapped forward (`full_parameters`).
 
     args = SCLTrainingArguments(output_dir="out", lr_mult_head=10, num_threads=1)
     trainer = SCLTrainer(model=model, args=args, train_dataset=..., data_collator=...)
     trainer.train()  # logs `loss` and, per logging interval, `loss_mlm`, `loss_itc`, ..., `accuracy_itm`, ...
 
-Only public `Trainer` hooks are used (`create_optimizer`, `compute_loss`, `log`), so the class survives transformers
-releases and can be mixed into any `Trainer` subclass.
+Only public `Trainer` hooks and methods are used (`create_optimizer`, `compute_loss`, `log`,
+`autocast_smart_context_manager`), so the class survives transformers releases and can be mixed into any `Trainer`
+subclass.
 """
 
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import datasets
 import torch
 import transformers
+from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
+from .data.samplers import ModalityGroupedBatchSampler, RankSlicedBatchSampler
 from .optimization import create_optimizer
 
-__all__ = ["SCLDataArguments", "SCLTrainer", "SCLTrainingArguments", "loss_terms", "setup_logging"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LossTermsMeter",
+    "SCLDataArguments",
+    "SCLTrainer",
+    "SCLTrainingArguments",
+    "full_parameters",
+    "loss_terms",
+    "setup_logging",
+    "train_evaluate_save",
+]
 
 
 @dataclass
@@ -135,6 +155,32 @@ class LossTermsMeter:
         return dict(zip(names, means.tolist()))
 
 
+@contextlib.contextmanager
+def full_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Gather an FSDP-wrapped model's parameters for calls that bypass its wrapped `forward` (e.g. retrieval's
+    `get_text_features`, which reads the embeddings and projections the root unit owns).
+
+    FSDP1: `summon_full_params` without write-back; FSDP2: `unshard` the root module and `reshard` it afterwards
+    (wrapped sub-modules gather their own shards in their forward hooks). Any other model: nothing to do.
+    """
+    if not torch.distributed.is_available():
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+            yield
+    elif isinstance(model, FSDPModule):
+        model.unshard()
+        try:
+            yield
+        finally:
+            model.reshard()
+    else:
+        yield
+
+
 class SCLTrainer(Trainer):
     """`Trainer` with SCL's optimizer and per-term loss logging.
 
@@ -148,6 +194,31 @@ class SCLTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_terms = LossTermsMeter()
+
+    def evaluate_loss_terms(self, datasets: dict[str, Dataset]) -> dict[str, float]:
+        """Held-out means of every loss term (`loss_terms`) of the wrapped model, averaged over ranks, and `loss`, the
+        sum of the `loss_*` terms.
+
+        Each data set (e.g. one per modality) is cut into in-order, full global batches of
+        `per_device_eval_batch_size` x world size, and each rank runs its slice of every batch: all ranks run the
+        same batches of one data set at a time, as the cross-rank ITC / MVSC gathers need. Runs without gradients, in
+        the model's current mode (call `eval()` first) and under `Trainer`'s autocast.
+        """
+        args, meter, model = self.args, LossTermsMeter(), self.model_wrapped
+        for name, dataset in datasets.items():
+            global_batch = args.per_device_eval_batch_size * args.world_size
+            grouped = ModalityGroupedBatchSampler.from_lengths(
+                [len(dataset)], global_batch, shuffle=False, drop_last=True
+            )
+            if len(grouped) == 0:
+                logger.warning("Too few %s eval examples for one batch per rank: no eval losses.", name)
+            sampler = RankSlicedBatchSampler(grouped, args.world_size, args.process_index)
+            for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator):
+                with torch.no_grad(), self.autocast_smart_context_manager():
+                    meter.add(model(**{key: value.to(args.device) for key, value in batch.items()}))
+        means = meter.pop_means(self.accelerator)
+        losses = [value for name, value in means.items() if name.startswith("loss_")]
+        return ({"loss": sum(losses)} if losses else {}) | means
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -164,3 +235,48 @@ class SCLTrainer(Trainer):
         if "loss" in logs and "eval_loss" not in logs:  # a training log, which every rank makes (`loss` is gathered)
             logs.update(self.train_terms.pop_means(self.accelerator))
         super().log(logs, start_time)
+
+
+def _checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
+    """`--resume_from_checkpoint`, else the last checkpoint in `output_dir` (an interrupted run goes on), else None."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.warning("Checkpoint found: resuming the run from %s.", checkpoint)
+    return checkpoint
+
+
+def train_evaluate_save(
+    trainer: Trainer,
+    training_args: TrainingArguments,
+    card_kwargs: dict,
+    num_train_samples: int | None = None,
+    num_eval_samples: int | None = None,
+    *,
+    print_metrics: bool = True,
+) -> dict[str, float]:
+    """The end of a `Trainer` script: train (`--resume_from_checkpoint`, else the last checkpoint in `output_dir`),
+    save the model (and processor) and state, evaluate if there is an eval data set, save (and print) the metrics,
+    then push with a model card of `card_kwargs`, or write the card. Returns the train and eval metrics."""
+    metrics = {}
+    if training_args.do_train:
+        train_metrics = dict(trainer.train(resume_from_checkpoint=_checkpoint_to_resume(training_args)).metrics)
+        trainer.save_model()  # also saves the processor (`processing_class`)
+        trainer.save_state()
+        if num_train_samples is not None:
+            train_metrics["train_samples"] = num_train_samples
+        metrics["train"] = train_metrics
+    if training_args.do_eval and trainer.eval_dataset is not None:
+        metrics["eval"] = trainer.evaluate()
+        if num_eval_samples is not None:
+            metrics["eval"]["eval_samples"] = num_eval_samples
+    for split, split_metrics in metrics.items():
+        if print_metrics:
+            trainer.log_metrics(split, split_metrics)
+        trainer.save_metrics(split, split_metrics)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    elif training_args.do_train:
+        trainer.create_model_card(**card_kwargs)
+    return {name: value for split_metrics in metrics.values() for name, value in split_metrics.items()}

@@ -29,10 +29,8 @@ from transformers.utils import logging
 from .. import modeling_scl
 from ..configuration_scl import PRETRAINING_OBJECTIVES, SCLConfig
 from ..hub import AUTO_MAP_CLASSES, ensure_remote_code, push_folder_to_hub, write_model_card
-from ..image_processing_scl import SCLImageProcessor
 from ..modeling_scl import resize_position_embedding
-from ..processing_scl import SCLProcessor, text_limits_from_config
-from ..video_processing_scl import SCLVideoProcessor
+from ..processing_scl import SCLProcessor
 from .key_mapping import CheckpointKeyError, compact_keys, head_of, map_state_dict
 from .original_checkpoint import OriginalCheckpoint, UntrustedCheckpointError, load_original_checkpoint
 
@@ -380,21 +378,13 @@ def convert_state_dict(
 
 def build_processor(tokenizer: str, config: SCLConfig) -> SCLProcessor:
     """A processor for the converted model: the RoBERTa tokenizer, square resize to the model's image size."""
-    size = {"height": config.image_size, "width": config.image_size}
     text_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     if len(text_tokenizer) > config.text_config.vocab_size:
         raise ValueError(
             f"The tokenizer {tokenizer!r} has {len(text_tokenizer)} tokens but the model's vocabulary is "
             f"{config.text_config.vocab_size}."
         )
-    return SCLProcessor(
-        image_processor=SCLImageProcessor(size=size),
-        video_processor=SCLVideoProcessor(
-            size=size, num_frames=config.num_frames, max_frames=config.vision_config.max_frames
-        ),
-        tokenizer=text_tokenizer,
-        **text_limits_from_config(config),
-    )
+    return SCLProcessor.from_config(text_tokenizer, config)
 
 
 def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:

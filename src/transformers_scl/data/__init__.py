@@ -24,8 +24,14 @@ from .loaders import (
     load_video_text_folder,
     video_text_pairs,
 )
-from .preprocess import MediaTextTransform, SkipCounter, SkipReportCallback, decode_image
-from .samplers import ModalityGroupedBatchSampler, RankSlicedBatchSampler, SeededBatchSampler, SeededDataset
+from .preprocess import MediaTextTransform, PretrainingDatasets, SkipCounter, SkipReportCallback, decode_image
+from .samplers import (
+    ModalityGroupedBatchSampler,
+    RankSlicedBatchSampler,
+    SeededBatchSampler,
+    SeededDataset,
+    seeded_rank_batch_sampler,
+)
 from .synthetic import (
     SYNTHETIC_VQA_ANSWERS,
     make_synthetic_image_text,
@@ -44,6 +50,7 @@ __all__ = [
     "SYNTHETIC_VQA_ANSWERS",
     "MediaTextTransform",
     "ModalityGroupedBatchSampler",
+    "PretrainingDatasets",
     "RankSlicedBatchSampler",
     "SCLDataCollator",
     "SCLPretrainingCollator",
@@ -69,6 +76,7 @@ __all__ = [
     "make_synthetic_vqa",
     "render_image",
     "render_video",
+    "seeded_rank_batch_sampler",
     "split_off_held_out",
     "train_caption_tokenizer",
     "truncate",

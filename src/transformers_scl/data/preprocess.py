@@ -13,6 +13,7 @@ import io
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -20,14 +21,17 @@ import PIL.Image
 import torch
 from datasets import Dataset, IterableDataset
 from datasets import Image as ImageFeature
+from torch.utils.data import ConcatDataset
 from transformers import TrainerCallback
 from transformers.image_processing_base import ImageProcessingMixin
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import BaseVideoProcessor
 
+from ..transforms import VideoTrainTransform, pretraining_transform
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["MediaTextTransform", "SkipCounter", "SkipReportCallback", "decode_image"]
+__all__ = ["MediaTextTransform", "PretrainingDatasets", "SkipCounter", "SkipReportCallback", "decode_image"]
 
 PIXEL_KEYS = {"image": "pixel_values", "video": "pixel_values_videos"}
 _STREAM_BATCH_SIZE = 8
@@ -250,3 +254,69 @@ class MediaTextTransform:
         if isinstance(transform, (ImageProcessingMixin, BaseVideoProcessor)):
             return transform([media], return_tensors="pt", **self.pixel_kwargs)[self.pixel_key][0]
         return torch.as_tensor(transform(media))
+
+
+@dataclass
+class PretrainingDatasets:
+    """Pre-training rows per modality with SCL's transforms attached (build it with `from_pairs`).
+
+    `train` / `eval` map a modality (`"image"`, `"video"`) to its training / held-out rows; `skip_counter` counts the
+    media of both that could not be decoded (pass it to `SkipReportCallback`).
+    """
+
+    train: dict[str, Dataset | IterableDataset]
+    eval: dict[str, Dataset]
+    skip_counter: SkipCounter
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: dict[str, tuple[Dataset | IterableDataset, Dataset | None]],
+        processor: Any,
+        *,
+        image_size: int,
+        num_frames: int,
+        horizontal_flip: bool = True,
+        max_length: int = 50,
+        load_media: dict[str, Callable[[dict], Any]] | None = None,
+    ) -> "PretrainingDatasets":
+        """Attach the transforms to `{modality: (training rows, held-out rows or None)}` of caption pairs.
+
+        Training rows get the pre-training augmentation at `image_size` (spec §1.2 `clip`; clips: random segments of
+        `num_frames` frames, one augmentation per clip), held-out rows the processor's deterministic transform (videos
+        sampled uniformly). `load_media` maps a modality to `MediaTextTransform`'s `load_media`, e.g.
+        `{"video": render_video}` for the synthetic clips.
+        """
+        augmentation = pretraining_transform(image_size, horizontal_flip=horizontal_flip)
+        augment = {"image": augmentation, "video": VideoTrainTransform(num_frames, augmentation)}
+        skip_counter = SkipCounter()
+        train, held_out = {}, {}
+        for modality, (train_pairs, eval_pairs) in pairs.items():
+            common = {
+                "modality": modality,
+                "max_length": max_length,
+                "skip_counter": skip_counter,
+                "load_media": (load_media or {}).get(modality),
+            }
+            transform = MediaTextTransform(processor, **{f"{modality}_transform": augment[modality]}, **common)
+            train[modality] = transform.apply_to(train_pairs)
+            if eval_pairs is None:
+                logger.warning("No held-out %s data: no evaluation for this modality.", modality)
+                continue
+            pixel_kwargs = {"frame_sampling": "uniform"} if modality == "video" else None
+            held_out[modality] = MediaTextTransform(processor, pixel_kwargs=pixel_kwargs, **common).apply_to(
+                eval_pairs
+            )
+        return cls(train=train, eval=held_out, skip_counter=skip_counter)
+
+    def train_dataset(self) -> Dataset | IterableDataset | ConcatDataset:
+        """What `Trainer` trains on: one data set, or the modalities concatenated (see `modality_sizes`)."""
+        parts = list(self.train.values())
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    @property
+    def modality_sizes(self) -> list[int] | None:
+        """Rows per modality, in `ConcatDataset` order (for `seeded_rank_batch_sampler`); None when streaming."""
+        if any(isinstance(part, IterableDataset) for part in self.train.values()):
+            return None
+        return [len(part) for part in self.train.values()]

@@ -21,7 +21,9 @@ With `Trainer`, override `get_train_dataloader` (the example scripts do this)::
             return self.accelerator.prepare(loader)  # shards batches across processes; calls set_epoch
 
 Under distributed training Accelerate hands out whole batches to the processes, so every process still sees
-single-modality batches.
+single-modality batches. `seeded_rank_batch_sampler` composes the samplers below as `run_pretraining.py` uses them:
+each rank slices the same global batches itself, and every example is drawn under a seed of its own, so that a
+resumed run continues the uninterrupted one exactly.
 """
 
 from collections.abc import Hashable, Iterator, Sequence
@@ -31,7 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ModalityGroupedBatchSampler", "RankSlicedBatchSampler", "SeededBatchSampler", "SeededDataset", "draw_seed"]
+__all__ = [
+    "ModalityGroupedBatchSampler",
+    "RankSlicedBatchSampler",
+    "SeededBatchSampler",
+    "SeededDataset",
+    "draw_seed",
+    "seeded_rank_batch_sampler",
+]
 
 
 class ModalityGroupedBatchSampler(Sampler[list[int]]):
@@ -183,3 +192,22 @@ class SeededDataset(Dataset):
             torch.manual_seed(seed)
             example = self.dataset[index]
         return {**example, "sample_seed": seed}
+
+
+def seeded_rank_batch_sampler(
+    lengths: Sequence[int], batch_size: int, num_replicas: int = 1, rank: int = 0, *, seed: int = 0
+) -> RankSlicedBatchSampler:
+    """The exactly resumable pre-training batches of one rank, for `SeededDataset(ConcatDataset(parts))` where part
+    i has `lengths[i]` examples (e.g. images, then videos).
+
+    Global batches of `batch_size * num_replicas` indices are drawn from one part each
+    (`ModalityGroupedBatchSampler`, shuffled with `seed` + epoch, incomplete batches dropped so that every rank gets
+    an equal slice at every step), their indices tagged with per-example seeds (`SeededBatchSampler`), and rank
+    `rank` keeps its slice of each (`RankSlicedBatchSampler`). Use it in a plain `DataLoader`: Accelerate would
+    shard the already rank-aware batches again.
+    """
+    global_batch = batch_size * num_replicas
+    grouped = ModalityGroupedBatchSampler.from_lengths(lengths, batch_size=global_batch, drop_last=True, seed=seed)
+    if len(grouped) == 0:
+        raise ValueError(f"No part has enough examples {list(lengths)} for a global batch of {global_batch}.")
+    return RankSlicedBatchSampler(SeededBatchSampler(grouped, seed), num_replicas, rank)
