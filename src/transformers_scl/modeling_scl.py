@@ -1434,8 +1434,6 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         **kwargs,
     ) -> SCLForPreTrainingOutput:
         r"""
-        input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
-            The complete captions.
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
             Images (an image is a 1-frame video), e.g. from [`SCLProcessor`].
         pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`, *optional*):
@@ -1447,8 +1445,8 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         mlsc_input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
             Captions with up to 40% of the real tokens masked (spec §2.4). For `"mlsc"` and `"mvsc"`.
         itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            1 pairs a text with its own image, 0 with the image at its `itm_negative_indices` entry. Sampled if not
-            given (half positive; negatives from ITC similarities when `config.itm_hard_negatives`).
+            1 pairs a text with its own image, 0 with the image at its `itm_negative_indices` entry. Both are sampled
+            if not given (negatives from ITC similarities when `config.itm_hard_negatives`).
         itm_negative_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             The batch row of each text's negative image (read where `itm_labels` is 0).
         patch_keep_indices (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
@@ -1462,8 +1460,7 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         self._check_inputs(
             objectives, input_ids, pixel_values, pixel_values_videos, mlm_input_ids, mlm_labels, mlsc_input_ids
         )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         num_frames = 1 if pixel_values is not None else pixel_values_videos.shape[1]
         pixels = {"pixel_values": pixel_values, "pixel_values_videos": pixel_values_videos}
         pixels["interpolate_pos_encoding"] = interpolate_pos_encoding
@@ -1476,9 +1473,8 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
         losses, outputs = {}, {}
         itc_text, itc_image = self._itc_embeds(objectives, text_embeds, image_embeds, num_frames)
         if "itc" in objectives:
-            losses["itc"], outputs["itc_logits_per_text"], outputs["itc_logits_per_image"] = self.itc_loss(
-                itc_text, itc_image, return_logits=True
-            )
+            losses["itc"], *logits = self.itc_loss(itc_text, itc_image, return_logits=True)
+            outputs["itc_logits_per_text"], outputs["itc_logits_per_image"] = logits
         image_index = None
         if "itm" in objectives:
             outputs["itm_labels"], image_index = self._itm_pairs(
@@ -1493,11 +1489,9 @@ class SCLForPreTraining(_SCLContrastiveFeatures, SCLPreTrainedModel):
                 objectives, pixels, text_embeds["complete"], attention_mask, patch_keep_indices, generator, **kwargs
             )
             losses.update(self._semantic_completion_losses(objectives, pass_a, fused["mlsc"], num_frames))
-
         loss = loss_info = None
         if return_loss:
-            weighted = {name: getattr(self.config, f"{name}_weight") * value for name, value in losses.items()}
-            loss_info = SCLLosses(**weighted)
+            loss_info = SCLLosses(**{n: getattr(self.config, f"{n}_weight") * term for n, term in losses.items()})
             loss = sum(loss_info.values())
         accuracies = self._accuracies(outputs, mlm_labels)
         return SCLForPreTrainingOutput(loss=loss, loss_info=loss_info, **outputs, **accuracies)
