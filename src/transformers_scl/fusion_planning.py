@@ -87,10 +87,17 @@ def fuse_passes(
 
 def _fuse_group(model, image_embeds, passes, num_frames, image_token_type_idx) -> list[FusedPass]:
     text_layers, image_layers = model.cross_modal_text_layers, model.cross_modal_image_layers
-    rows = torch.arange(image_embeds.shape[0], device=image_embeds.device)
-    image_index = torch.cat([rows if p.image_index is None else p.image_index for p in passes])
-    text_embeds = torch.cat([p.text_embeds for p in passes])
-    attention_mask = torch.cat([p.attention_mask for p in passes])
+    if len(passes) == 1:  # no copies, and no gather for a plain pairing (retrieval scores, VQA, ITM alone)
+        text_embeds, attention_mask, image_index = (
+            passes[0].text_embeds,
+            passes[0].attention_mask,
+            passes[0].image_index,
+        )
+    else:
+        rows = torch.arange(image_embeds.shape[0], device=image_embeds.device)
+        image_index = torch.cat([rows if p.image_index is None else p.image_index for p in passes])
+        text_embeds = torch.cat([p.text_embeds for p in passes])
+        attention_mask = torch.cat([p.attention_mask for p in passes])
     text, image = model.fusion_inputs(text_embeds, image_embeds, image_token_type_idx)
 
     last = len(text_layers) - 1
