@@ -1,6 +1,6 @@
 """What the SCL fine-tuning scripts share beyond the package's `transformers_scl.training` (arguments, optimizer,
 loss-term logging): model and processor loading at the fine-tuning resolution, the shared data arguments, the
-training augmentation (and `train_evaluate_save`, from the package, for the scripts).
+training augmentation.
 
 Each `run_*.py` script imports this module from its own folder, so copy the folder, not a single script.
 """
@@ -16,12 +16,7 @@ from transformers import AutoConfig, AutoTokenizer
 from transformers_scl.image_processing_scl import SCLImageProcessor
 from transformers_scl.modeling_scl import resize_position_embedding
 from transformers_scl.processing_scl import SCLProcessor
-from transformers_scl.training import (
-    SCLDataArguments,
-    SCLTrainer,
-    SCLTrainingArguments,
-    train_evaluate_save,  # noqa: F401  (the scripts import it from here)
-)
+from transformers_scl.training import SCLDataArguments, SCLTrainer, SCLTrainingArguments
 from transformers_scl.transforms import finetuning_transform
 from transformers_scl.video_processing_scl import SCLVideoProcessor
 

@@ -32,7 +32,6 @@ from finetuning_utils import (
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    train_evaluate_save,
     train_image_transform,
     use_randaugment,
 )
@@ -47,7 +46,7 @@ from transformers_scl.data import (
     truncate,
 )
 from transformers_scl.modeling_scl import SCLForImagesAndTextClassification
-from transformers_scl.training import setup_logging
+from transformers_scl.training import setup_logging, train_evaluate_save
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from finetuning_utils import (
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    train_evaluate_save,
     train_image_transform,
     use_randaugment,
 )
@@ -48,7 +47,7 @@ from transformers_scl.data import (
 )
 from transformers_scl.modeling_scl import SCLForImageTextRetrieval
 from transformers_scl.retrieval import evaluate_retrieval
-from transformers_scl.training import setup_logging
+from transformers_scl.training import setup_logging, train_evaluate_save
 from transformers_scl.transforms import VideoTrainTransform
 
 logger = logging.getLogger(__name__)

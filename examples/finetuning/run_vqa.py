@@ -35,7 +35,6 @@ from finetuning_utils import (
     SCLFinetuningTrainer,
     load_model,
     load_processor,
-    train_evaluate_save,
     train_image_transform,
     use_randaugment,
 )
@@ -55,7 +54,7 @@ from transformers_scl.data import (
 )
 from transformers_scl.metrics import normalize_vqa_answer, vqa_accuracy
 from transformers_scl.modeling_scl import SCLForQuestionAnswering
-from transformers_scl.training import setup_logging
+from transformers_scl.training import setup_logging, train_evaluate_save
 
 logger = logging.getLogger(__name__)
 
